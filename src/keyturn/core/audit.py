@@ -1,0 +1,56 @@
+"""Security events: what the audit trail records.
+
+Routine rotations are not events (they would double the write cost of a rotation);
+every security-relevant fact is. An event never holds a token, a password or a secret.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keyturn.core.ids import ClientId, SessionId, UserId
+from keyturn.core.models import Device
+
+
+class EventType(enum.StrEnum):
+    LOGIN_SUCCEEDED = "login_succeeded"
+    LOGIN_FAILED = "login_failed"
+    SESSION_CREATED = "session_created"
+    SESSION_REVOKED = "session_revoked"
+    REUSE_DETECTED = "reuse_detected"
+    FOREIGN_CLIENT_PRESENTED = "foreign_client_presented"
+    """A valid refresh token presented by another client than its own (rule 2)."""
+    FUTURE_GENERATION_PRESENTED = "future_generation_presented"
+    """A token of a generation the session never reached: forged or foreign (rule 5)."""
+    PASSWORD_CHANGED = "password_changed"
+    USER_CREATED = "user_created"
+    USER_DISABLED = "user_disabled"
+    CLIENT_CREATED = "client_created"
+    CLIENT_DISABLED = "client_disabled"
+    KEY_ROTATED = "key_rotated"
+    KEY_CREATED = "key_created"
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    type: EventType
+    at: datetime
+    user_id: UserId | None = None
+    client_id: ClientId | None = None
+    session_id: SessionId | None = None
+    generation: int | None = None
+    reason: str | None = None
+    """Why: a `RevocationReason`, a refusal reason, or a short fact. Never a secret."""
+    device: Device = field(default_factory=Device)
+    detail: str | None = None
+    """Free text for operators: a key id, a username that failed to log in."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as read back from the audit trail."""
+
+    id: int
+    event: SecurityEvent

@@ -1,0 +1,199 @@
+"""The nouns of keyturn: users, clients, sessions and signing keys.
+
+Plain frozen values. Times are timezone-aware UTC `datetime`s; a store hands them back
+the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
+from keyturn.core.scopes import Scope
+
+
+class ClientType(enum.StrEnum):
+    PUBLIC = "public"
+    """SPA, mobile or desktop app: no secret, PKCE."""
+    CONFIDENTIAL = "confidential"
+    """A server: authenticates with a secret, stored hashed."""
+
+
+class Delivery(enum.StrEnum):
+    """How a first-party client receives its refresh token."""
+
+    COOKIE = "cookie"
+    BODY = "body"
+
+
+class GrantType(enum.StrEnum):
+    AUTHORIZATION_CODE = "authorization_code"
+    REFRESH_TOKEN = "refresh_token"
+    CLIENT_CREDENTIALS = "client_credentials"
+    PASSWORD = "password"  # noqa: S105 - the first-party login API, not RFC 6749 §4.3
+    """First-party username/password login (`/auth/login`); never served at /oauth/token."""
+
+
+class RevocationReason(enum.StrEnum):
+    LOGOUT = "logout"
+    LOGOUT_ALL = "logout_all"
+    REUSE_DETECTED = "reuse_detected"
+    ADMIN = "admin"
+    PASSWORD_CHANGED = "password_changed"
+    USER_DISABLED = "user_disabled"
+    CLIENT_DISABLED = "client_disabled"
+    IDLE_EXPIRED = "idle_expired"
+    ABSOLUTE_EXPIRED = "absolute_expired"
+    SUPERSEDED = "superseded"
+    """The same device logged in again while presenting this session's token."""
+    TOKEN_REVOKED = "token_revoked"
+    """RFC 7009 revocation of the refresh token."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """Lifetimes, in seconds, of the tokens and sessions of one client."""
+
+    access_token_ttl: int
+    session_idle_ttl: int
+    session_max_ttl: int
+
+    def __post_init__(self) -> None:
+        if min(self.access_token_ttl, self.session_idle_ttl, self.session_max_ttl) <= 0:
+            raise ValueError("lifetimes must be positive")
+        if self.session_idle_ttl > self.session_max_ttl:
+            raise ValueError("the idle lifetime cannot exceed the absolute lifetime")
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeOverrides:
+    """Per-client overrides of the server's lifetimes; `None` keeps the server's value."""
+
+    access_token_ttl: int | None = None
+    session_idle_ttl: int | None = None
+    session_max_ttl: int | None = None
+
+    def apply(self, base: Lifetimes) -> Lifetimes:
+        return Lifetimes(
+            access_token_ttl=self.access_token_ttl or base.access_token_ttl,
+            session_idle_ttl=self.session_idle_ttl or base.session_idle_ttl,
+            session_max_ttl=self.session_max_ttl or base.session_max_ttl,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UserId
+    username: str
+    password_hash: str
+    """An Argon2id PHC string; never a password."""
+    enabled: bool
+    created_at: datetime
+    password_changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: ClientId
+    type: ClientType
+    secret_hash: str | None
+    """Hash of a confidential client's secret; `None` for a public client."""
+    redirect_uris: tuple[str, ...]
+    grant_types: frozenset[GrantType]
+    scope: Scope
+    """The scopes this client may ask for."""
+    delivery: Delivery
+    audience: tuple[str, ...]
+    """`aud` of the access tokens issued to this client (RFC 9068 §2.2)."""
+    lifetimes: LifetimeOverrides
+    enabled: bool
+    created_at: datetime
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to refresh through the cookie (CSRF Origin check)."""
+    can_introspect: bool = False
+    """May call the introspection endpoint and the revocation feed (a resource server)."""
+
+    @property
+    def is_confidential(self) -> bool:
+        return self.type is ClientType.CONFIDENTIAL
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """What is known of the device a session lives on."""
+
+    user_agent: str | None = None
+    ip: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login of one user through one client on one device: a token family.
+
+    The live refresh token is the one of `generation`; the token of `generation - 1`
+    is its parent. Nothing of a token is stored but what re-derives it: `salt`,
+    `generation` and `mac_key_id`.
+    """
+
+    id: SessionId
+    user_id: UserId
+    client_id: ClientId
+    scope: Scope
+    salt: bytes
+    generation: int
+    mac_key_id: int
+    created_at: datetime
+    last_used_at: datetime
+    rotated_at: datetime | None
+    """When `generation` was reached by a rotation; `None` before the first rotation."""
+    idle_expires_at: datetime
+    absolute_expires_at: datetime
+    revoked_at: datetime | None = None
+    revoked_reason: RevocationReason | None = None
+    device: Device = field(default_factory=Device)
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def access_token_expiry(self, now: datetime, ttl: int) -> datetime:
+        """I5: an access token never outlives its session's absolute deadline."""
+        return min(now + timedelta(seconds=ttl), self.absolute_expires_at)
+
+
+class KeyUse(enum.StrEnum):
+    SIGNING = "sig"
+    """Signs access tokens; its public half is published in the JWKS."""
+    REFRESH_MAC = "rt-mac"
+    """The HMAC key of refresh tokens; never published."""
+
+
+class KeyState(enum.StrEnum):
+    NEXT = "next"
+    """Published, not yet used: resource servers learn it before it signs."""
+    ACTIVE = "active"
+    """Signs (or MACs) everything new."""
+    RETIRED = "retired"
+    """Still published (or still verifies) until `publish_until`, then deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key as the store holds it: the private half encrypted at rest."""
+
+    kid: KeyId
+    use: KeyUse
+    alg: str
+    state: KeyState
+    public_jwk: str | None
+    """The public JWK as JSON (signing keys only)."""
+    encrypted_private: bytes
+    """The private key or MAC secret, sealed with the master secret."""
+    created_at: datetime
+    activated_at: datetime | None = None
+    retired_at: datetime | None = None
+    publish_until: datetime | None = None
+    """For a retired key: when the last token it signed or MAC'd has expired."""

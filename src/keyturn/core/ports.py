@@ -1,0 +1,183 @@
+"""The ports: what the rules need from the world, as protocols.
+
+Every store operation is atomic on its own: it commits all it writes or nothing, so a
+caller never holds a transaction open across its own work (no signing, hashing or
+network I/O under a lock). Operations that must be committed together are one
+operation here, never two. A store that cannot reach its database, or is not answered
+in time, raises `StoreUnavailable`; it never returns a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from keyturn.core.audit import RecordedEvent, SecurityEvent
+from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
+from keyturn.core.models import (
+    Client,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class Randomness(Protocol):
+    def token_bytes(self, n: int) -> bytes:
+        """`n` bytes from a CSPRNG."""
+        ...
+
+
+class UserStore(Protocol):
+    async def add_user(self, user: User, event: SecurityEvent) -> None:
+        """Insert `user` and record `event`. `AlreadyExists` if the username is taken."""
+        ...
+
+    async def get_user(self, user_id: UserId) -> User | None: ...
+
+    async def find_user(self, username: str) -> User | None: ...
+
+    async def list_users(self) -> list[User]: ...
+
+    async def disable_user(
+        self, user_id: UserId, at: datetime, event: SecurityEvent
+    ) -> list[SessionId]:
+        """Disable the user and revoke every live session of theirs (reason
+        `user_disabled`), recording `event`, in one transaction. Returns the sessions
+        it revoked. `NotFound` if there is no such user."""
+        ...
+
+    async def change_password(
+        self,
+        user_id: UserId,
+        password_hash: str,
+        at: datetime,
+        keep: SessionId | None,
+        event: SecurityEvent,
+    ) -> list[SessionId]:
+        """Set the password hash and `password_changed_at = at`, revoke every live
+        session of the user except `keep` (reason `password_changed`), and record
+        `event`, in one transaction. Returns the sessions it revoked."""
+        ...
+
+
+class ClientStore(Protocol):
+    async def add_client(self, client: Client, event: SecurityEvent) -> None:
+        """Insert `client` and record `event`. `AlreadyExists` if the id is taken."""
+        ...
+
+    async def get_client(self, client_id: ClientId) -> Client | None: ...
+
+    async def list_clients(self) -> list[Client]: ...
+
+    async def disable_client(
+        self, client_id: ClientId, at: datetime, event: SecurityEvent
+    ) -> list[SessionId]:
+        """Disable the client and revoke its live sessions (reason `client_disabled`),
+        recording `event`, in one transaction. `NotFound` if there is no such client."""
+        ...
+
+
+class SessionStore(Protocol):
+    async def create_session(self, session: Session, event: SecurityEvent) -> None:
+        """Insert a new session (generation 0) and record `event`, in one transaction."""
+        ...
+
+    async def get_session(self, session_id: SessionId) -> Session | None:
+        """The session as last committed, revoked or not; `None` if unknown."""
+        ...
+
+    async def advance_generation(
+        self,
+        session_id: SessionId,
+        from_generation: int,
+        at: datetime,
+        idle_expires_at: datetime,
+    ) -> bool:
+        """Compare-and-swap the rotation: if the session is live and at
+        `from_generation`, set `generation = from_generation + 1`, `rotated_at = at`,
+        `last_used_at = at` and `idle_expires_at`, and commit. Returns False (and
+        changes nothing) if another rotation or a revocation got there first."""
+        ...
+
+    async def revoke_session(
+        self,
+        session_id: SessionId,
+        reason: RevocationReason,
+        at: datetime,
+        event: SecurityEvent,
+    ) -> bool:
+        """Revoke the session if it is live and record `event`, in one transaction that
+        commits even though the caller's request will fail. Returns True if this call
+        revoked it, False if it was already revoked or unknown (the event is recorded
+        either way)."""
+        ...
+
+    async def revoke_user_sessions(
+        self,
+        user_id: UserId,
+        reason: RevocationReason,
+        at: datetime,
+        event: SecurityEvent,
+        keep: SessionId | None = None,
+    ) -> list[SessionId]:
+        """Revoke every live session of the user except `keep`, and record `event`, in
+        one transaction. Returns the sessions it revoked."""
+        ...
+
+    async def list_sessions(
+        self, user_id: UserId | None = None, *, include_revoked: bool = False
+    ) -> list[Session]:
+        """Sessions, newest first; of one user when `user_id` is given."""
+        ...
+
+    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
+        """Delete at most `batch_size` sessions that ended (revoked, or past a deadline)
+        more than `retention_seconds` before `now`, in one short transaction. Returns
+        how many it deleted; the caller repeats until 0."""
+        ...
+
+
+class KeyStore(Protocol):
+    async def list_keys(self) -> list[StoredKey]:
+        """Every stored key, any use and state."""
+        ...
+
+    async def save_keys(self, keys: Sequence[StoredKey], events: Sequence[SecurityEvent]) -> None:
+        """Insert or replace (by `kid`) each key, and record the events, in one
+        transaction, so a rotation's state changes are seen all at once."""
+        ...
+
+    async def delete_keys(self, kids: Sequence[KeyId]) -> None: ...
+
+
+class AuditLog(Protocol):
+    async def record(self, event: SecurityEvent) -> None: ...
+
+    async def list_events(
+        self,
+        *,
+        type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[RecordedEvent]:
+        """Events, oldest first, optionally of one type and at or after `since`."""
+        ...
+
+
+class Store(UserStore, ClientStore, SessionStore, KeyStore, AuditLog, Protocol):
+    """Everything keyturn persists, behind one connection pool."""
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the database answers a trivial query."""
+        ...
+
+    async def close(self) -> None: ...

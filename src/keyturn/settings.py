@@ -1,0 +1,143 @@
+"""keyturn's one typed settings object.
+
+Read from `KEYTURN_*` environment variables and, optionally, a TOML file named by
+`KEYTURN_CONFIG` (environment wins). Validated once at start and injected; never
+imported as a global. Durations are in seconds. Each field's description is its
+documentation: `docs/configuration.md` is generated from them.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DAY = 86_400
+
+
+class ReuseRevokes(enum.StrEnum):
+    SESSION = "session"
+    USER = "user"
+
+
+class SigningAlg(enum.StrEnum):
+    ES256 = "ES256"
+    EDDSA = "EdDSA"
+    RS256 = "RS256"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEYTURN_",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    database_url: str = Field(
+        "sqlite:///keyturn.db",
+        description="Where keyturn keeps its state: `sqlite:///path/to/file.db` (the "
+        "embedded default) or `postgresql://user@host:5432/db`.",
+    )
+    issuer: str = Field(
+        "http://localhost:8000",
+        description="The `iss` of every access token and the base of the metadata URLs.",
+    )
+    access_token_ttl: Annotated[int, Field(gt=0, le=DAY)] = Field(
+        900, description="Lifetime of an access token (RFC 9068 JWT)."
+    )
+    session_idle_ttl: Annotated[int, Field(gt=0)] = Field(
+        15 * DAY,
+        description="A session ends if it is not refreshed for this long; every rotation "
+        "pushes this deadline out again, never past `session_max_ttl`.",
+    )
+    session_max_ttl: Annotated[int, Field(gt=0)] = Field(
+        30 * DAY,
+        description="Absolute lifetime of a session from login, however often it is used.",
+    )
+    grace_seconds: Annotated[int, Field(ge=0, le=300)] = Field(
+        10,
+        description="After a rotation, the presented (parent) token may be presented "
+        "again for this long and gets the same successor: parallel tabs, lost responses "
+        "and retries converge. 0 turns replay off: any older token is reuse.",
+    )
+    reuse_revokes: ReuseRevokes = Field(
+        ReuseRevokes.SESSION,
+        description="What a detected reuse ends: the token's `session`, or every "
+        "session of its `user`.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="The master secret that seals private keys at rest (at least 32 "
+        "characters). If unset, a random one is created on first run in a file with mode "
+        "0600 beside the SQLite database (`keyturn.secret`), or in the working directory.",
+    )
+    secret_key_file: Path | None = Field(
+        None, description="Read the master secret from this file instead."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Optional Redis, for rate limits shared between processes and fast "
+        "revocation fan-out. keyturn works without it.",
+    )
+    signing_alg: SigningAlg = Field(
+        SigningAlg.ES256,
+        description="Algorithm of new access-token signing keys: ES256, EdDSA or RS256.",
+    )
+    default_audience: str | None = Field(
+        None,
+        description="`aud` of access tokens for clients registered without an audience; "
+        "defaults to the issuer.",
+    )
+    db_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
+        5.0,
+        description="How long one database operation may take (connect, lock wait, "
+        "statement) before the request fails with 503 `temporarily_unavailable`.",
+    )
+    db_pool_size: Annotated[int, Field(gt=0, le=200)] = Field(
+        10, description="Connections per process to PostgreSQL."
+    )
+    purge_retention: Annotated[int, Field(ge=0)] = Field(
+        7 * DAY,
+        description="How long ended sessions are kept (for `sessions list` and the "
+        "audit trail) before `keyturn purge` deletes them.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.session_idle_ttl > self.session_max_ttl:
+            raise ValueError("session_idle_ttl cannot exceed session_max_ttl")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("secret_key must be at least 32 characters")
+        if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:", "memory:")):
+            raise ValueError("database_url must start with sqlite:, postgresql: or memory:")
+        return self
+
+    @property
+    def audience(self) -> str:
+        return self.default_audience or self.issuer
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("KEYTURN_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
