@@ -154,6 +154,14 @@ class Session:
     revoked_at: datetime | None = None
     revoked_reason: RevocationReason | None = None
     device: Device = field(default_factory=Device)
+    authenticated_at: datetime | None = None
+    """When the user last proved their password on this session, if later than
+    `created_at` (a password change made from this session)."""
+
+    @property
+    def auth_time(self) -> datetime:
+        """When the user last authenticated on this session."""
+        return self.authenticated_at or self.created_at
 
     @property
     def revoked(self) -> bool:

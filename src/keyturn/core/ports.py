@@ -63,9 +63,10 @@ class UserStore(Protocol):
         keep: SessionId | None,
         event: SecurityEvent,
     ) -> list[SessionId]:
-        """Set the password hash and `password_changed_at = at`, revoke every live
-        session of the user except `keep` (reason `password_changed`), and record
-        `event`, in one transaction. Returns the sessions it revoked."""
+        """Set the password hash and `password_changed_at = at`, set `keep`'s
+        `authenticated_at = at` (it proved the password), revoke every other live
+        session of the user (reason `password_changed`), and record `event`, in one
+        transaction. Returns the sessions it revoked."""
         ...
 
 

@@ -122,7 +122,7 @@ def decide(
         return Revoke(RevocationReason.IDLE_EXPIRED)
     if not user.enabled:
         return Revoke(RevocationReason.USER_DISABLED)
-    if user.password_changed_at > session.created_at:
+    if user.password_changed_at > session.auth_time:
         return Revoke(RevocationReason.PASSWORD_CHANGED)
 
     current = session.generation
@@ -135,15 +135,12 @@ def decide(
         return Refuse(Refusal.FUTURE_GENERATION)
 
     if p < current:
-        # Rule 5. N open tabs refresh at once, or a response was lost and the client
-        # retries: the parent of the live token, within the grace window, gets the
-        # live token again. Everything older, or later, is a stolen token in use.
-        if p == current - 1 and _within_grace(session, policy, now):
-            scope = narrow(session.scope, presented.requested_scope)
-            if scope is None:
-                return Refuse(Refusal.SCOPE_TOO_WIDE)
-            return Replay(generation=current, scope=scope)
-        return Revoke(RevocationReason.REUSE_DETECTED)
+        if is_reuse(session, p, policy, now):
+            return Revoke(RevocationReason.REUSE_DETECTED)
+        scope = narrow(session.scope, presented.requested_scope)
+        if scope is None:
+            return Refuse(Refusal.SCOPE_TOO_WIDE)
+        return Replay(generation=current, scope=scope)
 
     # Rule 6. The scope is checked before anything is consumed, so an over-wide
     # request leaves the token live and the next good request is not mistaken for reuse.
@@ -152,6 +149,18 @@ def decide(
         return Refuse(Refusal.SCOPE_TOO_WIDE)
     idle = min(now + timedelta(seconds=policy.session_idle_ttl), session.absolute_expires_at)
     return Rotate(from_generation=current, idle_expires_at=idle, scope=scope)
+
+
+def is_reuse(session: Session, generation: int, policy: RotationPolicy, now: datetime) -> bool:
+    """Whether presenting the token of `generation` now is reuse of a rotated-out token.
+
+    Rule 5. N open tabs refresh at once, or a response was lost and the client
+    retries: the parent of the live token, within the grace window, gets the live
+    token again. Every other older token is a stolen token in use.
+    """
+    if generation >= session.generation:
+        return False
+    return not (generation == session.generation - 1 and _within_grace(session, policy, now))
 
 
 def _within_grace(session: Session, policy: RotationPolicy, now: datetime) -> bool:
