@@ -1,0 +1,225 @@
+"""Administration: users, clients, keys, the audit trail and purging.
+
+What the `keyturn` command line does, as use cases any other front end could call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
+from keyturn.core.errors import InvalidRequest, NotFound
+from keyturn.core.ids import ClientId, SessionId, UserId
+from keyturn.core.models import (
+    Client,
+    ClientType,
+    Delivery,
+    GrantType,
+    KeyUse,
+    LifetimeOverrides,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
+from keyturn.core.ports import Clock, Randomness, Store
+from keyturn.core.scopes import Scope
+from keyturn.crypto.client_secrets import generate_secret, hash_secret
+from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
+from keyturn.service.sessions import Sessions
+from keyturn.service.tokens import Tokens
+
+PURGE_BATCH = 1000
+MAX_CLIENT_ID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    client: Client
+    secret: str | None
+    """The confidential client's secret, shown once and never stored."""
+
+
+class Admin:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        passwords: Passwords,
+        sessions: Sessions,
+        clock: Clock,
+        randomness: Randomness,
+        purge_retention: int,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._passwords = passwords
+        self._sessions = sessions
+        self._clock = clock
+        self._random = randomness
+        self._retention = purge_retention
+
+    # Users
+
+    async def add_user(self, username: str, password: str) -> User:
+        if not username or len(username) > 256 or not username.isprintable():
+            raise InvalidRequest("A username is 1 to 256 printable characters.")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise InvalidRequest("The password is too long.")
+        check_new_password(password, username)
+        password_hash = await asyncio.to_thread(self._passwords.hash, password)
+        now = self._clock.now()
+        user = User(
+            id=UserId(str(uuid.UUID(bytes=self._random.token_bytes(16), version=4))),
+            username=username,
+            password_hash=password_hash,
+            enabled=True,
+            created_at=now,
+            password_changed_at=now,
+        )
+        await self._store.add_user(
+            user, SecurityEvent(type=EventType.USER_CREATED, at=now, user_id=user.id)
+        )
+        return user
+
+    async def list_users(self) -> list[User]:
+        return await self._store.list_users()
+
+    async def user_named(self, username: str) -> User:
+        user = await self._store.find_user(username)
+        if user is None:
+            raise NotFound(f"No user named {username!r}.")
+        return user
+
+    async def disable_user(self, username: str) -> list[SessionId]:
+        user = await self.user_named(username)
+        now = self._clock.now()
+        return await self._store.disable_user(
+            user.id,
+            now,
+            SecurityEvent(
+                type=EventType.USER_DISABLED,
+                at=now,
+                user_id=user.id,
+                reason=RevocationReason.USER_DISABLED.value,
+            ),
+        )
+
+    # Clients
+
+    async def add_client(
+        self,
+        client_id: str,
+        client_type: ClientType,
+        *,
+        redirect_uris: Iterable[str] = (),
+        grant_types: Iterable[GrantType] = (),
+        scope: Scope = frozenset(),
+        delivery: Delivery = Delivery.BODY,
+        audience: Iterable[str] = (),
+        allowed_origins: Iterable[str] = (),
+        can_introspect: bool = False,
+        lifetimes: LifetimeOverrides | None = None,
+    ) -> NewClient:
+        """Register a client. A confidential client gets a fresh secret, returned once
+        here and stored only as a hash."""
+        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH or not client_id.isprintable():
+            raise InvalidRequest("A client id is 1 to 128 printable characters.")
+        grants = frozenset(grant_types) or _default_grants(client_type)
+        if client_type is ClientType.PUBLIC and GrantType.CLIENT_CREDENTIALS in grants:
+            raise InvalidRequest("A public client cannot use client_credentials.")
+        secret = generate_secret(self._random) if client_type is ClientType.CONFIDENTIAL else None
+        now = self._clock.now()
+        client = Client(
+            id=ClientId(client_id),
+            type=client_type,
+            secret_hash=hash_secret(secret) if secret else None,
+            redirect_uris=tuple(redirect_uris),
+            grant_types=grants,
+            scope=scope,
+            delivery=delivery,
+            audience=tuple(audience),
+            lifetimes=lifetimes or LifetimeOverrides(),
+            enabled=True,
+            created_at=now,
+            allowed_origins=tuple(allowed_origins),
+            can_introspect=can_introspect,
+        )
+        await self._store.add_client(
+            client, SecurityEvent(type=EventType.CLIENT_CREATED, at=now, client_id=client.id)
+        )
+        return NewClient(client=client, secret=secret)
+
+    async def list_clients(self) -> list[Client]:
+        return await self._store.list_clients()
+
+    async def get_client(self, client_id: str) -> Client:
+        client = await self._store.get_client(ClientId(client_id))
+        if client is None:
+            raise NotFound(f"No client {client_id!r}.")
+        return client
+
+    async def disable_client(self, client_id: str) -> list[SessionId]:
+        now = self._clock.now()
+        return await self._store.disable_client(
+            ClientId(client_id),
+            now,
+            SecurityEvent(
+                type=EventType.CLIENT_DISABLED,
+                at=now,
+                client_id=ClientId(client_id),
+                reason=RevocationReason.CLIENT_DISABLED.value,
+            ),
+        )
+
+    # Keys
+
+    async def list_keys(self) -> list[StoredKey]:
+        return await self._store.list_keys()
+
+    async def rotate_keys(self, use: KeyUse = KeyUse.SIGNING) -> list[StoredKey]:
+        return await self._tokens.rotate(use)
+
+    # Sessions
+
+    async def list_sessions(
+        self, username: str | None = None, *, include_revoked: bool = True
+    ) -> list[Session]:
+        user_id = (await self.user_named(username)).id if username is not None else None
+        return await self._store.list_sessions(user_id, include_revoked=include_revoked)
+
+    async def revoke_session(self, session_id: str) -> Session:
+        return await self._sessions.end_by_id(SessionId(session_id), RevocationReason.ADMIN)
+
+    # Audit and purge
+
+    async def audit(
+        self, *, type: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        if type is not None and type not in {t.value for t in EventType}:
+            raise InvalidRequest(
+                "Unknown event type; one of: " + ", ".join(t.value for t in EventType)
+            )
+        return await self._store.list_events(type=type, since=since, limit=limit)
+
+    async def purge(self, batch_size: int = PURGE_BATCH) -> int:
+        """Delete ended sessions past the retention, in short batches, so rotations
+        never wait long behind the purge. Returns how many were deleted."""
+        total = 0
+        while True:
+            deleted = await self._store.purge_expired(self._clock.now(), self._retention, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+
+def _default_grants(client_type: ClientType) -> frozenset[GrantType]:
+    if client_type is ClientType.CONFIDENTIAL:
+        return frozenset(
+            {GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS}
+        )
+    return frozenset({GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN, GrantType.PASSWORD})

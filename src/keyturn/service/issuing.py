@@ -1,0 +1,44 @@
+"""Minting the answer of a grant that has been decided and committed."""
+
+from __future__ import annotations
+
+from keyturn.core.models import Client, Session
+from keyturn.core.ports import Clock
+from keyturn.core.scopes import Scope, format_scope
+from keyturn.service.config import EngineConfig
+from keyturn.service.results import IssuedTokens
+from keyturn.service.tokens import Tokens
+
+
+async def issue_for_session(
+    tokens: Tokens,
+    clock: Clock,
+    config: EngineConfig,
+    session: Session,
+    client: Client,
+    generation: int,
+    scope: Scope,
+) -> IssuedTokens:
+    """Sign an access token for `session` and re-derive its refresh token of
+    `generation`. Call only once the state that makes both valid is committed (I2).
+    The access token never outlives the session's absolute deadline (I5)."""
+    issued_at = clock.now()
+    ttl = config.lifetimes_for(client).access_token_ttl
+    expires_at = session.access_token_expiry(issued_at, ttl)
+    text_scope = format_scope(scope)
+    access_token = await tokens.mint_access(
+        subject=session.user_id,
+        client=client,
+        scope=text_scope,
+        session_id=session.id,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
+    return IssuedTokens(
+        access_token=access_token,
+        expires_in=int((expires_at - issued_at).total_seconds()),
+        scope=text_scope,
+        refresh_token=await tokens.encode_refresh(session, generation),
+        session_id=session.id,
+        refresh_expires_at=session.idle_expires_at,
+    )

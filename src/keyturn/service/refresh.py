@@ -1,0 +1,181 @@
+"""The refresh grant: rotate a refresh token (RFC 6749 §6, RFC 9700 §4.14.2).
+
+Both surfaces (`/oauth/token` and `/auth/refresh`) call `Refresher.refresh`; the rules
+themselves live in `keyturn.core.rotation`, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import assert_never
+
+from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
+from keyturn.core.models import Client, GrantType, RevocationReason, Session
+from keyturn.core.ports import Clock, Store
+from keyturn.core.rotation import (
+    Presented,
+    Refusal,
+    Refuse,
+    Replay,
+    Revoke,
+    Rotate,
+    UserState,
+    decide,
+)
+from keyturn.core.scopes import Scope
+from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.issuing import issue_for_session
+from keyturn.service.results import IssuedTokens
+from keyturn.service.tokens import Tokens
+
+# A lost compare-and-swap means another request rotated (or revoked) the session
+# between our read and our write; re-reading settles it (it becomes a replay, a
+# reuse or a refusal), so more than a couple of rounds means something is wrong.
+_MAX_ATTEMPTS = 3
+
+
+class Refresher:
+    def __init__(self, store: Store, tokens: Tokens, clock: Clock, config: EngineConfig) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._clock = clock
+        self._config = config
+
+    async def refresh(
+        self,
+        refresh_token: str,
+        client: Client,
+        requested_scope: Scope | None = None,
+        context: RequestContext = NO_CONTEXT,
+    ) -> IssuedTokens:
+        """Exchange a refresh token presented by the already-authenticated `client`.
+
+        Raises `InvalidGrant`, `InvalidScope`, `UnauthorizedClient`, `InvalidClient`
+        or `StoreUnavailable`. A revocation decided on the way is committed before the
+        error is raised; a token is minted only after the state that makes it valid
+        is committed (I2).
+        """
+        if not client.enabled:
+            raise InvalidClient(detail="client disabled")
+        if GrantType.REFRESH_TOKEN not in client.grant_types:
+            raise UnauthorizedClient(detail="client lacks the refresh_token grant")
+        # Rule 1: checksum and MAC before any database work.
+        claims = await self._tokens.decode_refresh(refresh_token)
+
+        for _ in range(_MAX_ATTEMPTS):
+            session = await self._store.get_session(claims.session_id)
+            if session is None or not self._tokens.salt_matches(claims, session):
+                raise InvalidGrant(detail="unknown session")
+            user = await self._store.get_user(session.user_id)
+            if user is None:
+                raise InvalidGrant(detail="unknown user")
+            now = self._clock.now()
+            decision = decide(
+                session,
+                UserState(enabled=user.enabled, password_changed_at=user.password_changed_at),
+                Presented(claims.generation, client.id, requested_scope),
+                self._config.rotation_policy(client),
+                now,
+            )
+            match decision:
+                case Refuse(why=why):
+                    await self._alert(why, session, claims.generation, client, context)
+                    if why is Refusal.SCOPE_TOO_WIDE:
+                        raise InvalidScope
+                    raise InvalidGrant(detail=why.value)
+                case Revoke(reason=reason):
+                    await self._revoke(session, reason, claims.generation, context)
+                    raise InvalidGrant(detail=reason.value)
+                case Replay(generation=generation, scope=scope):
+                    return await issue_for_session(
+                        self._tokens, self._clock, self._config, session, client, generation, scope
+                    )
+                case Rotate() as rotate:
+                    advanced = await self._store.advance_generation(
+                        session.id, rotate.from_generation, now, rotate.idle_expires_at
+                    )
+                    if advanced:
+                        # Committed: only now may the successor leave this process.
+                        rotated = _rotated(session, rotate, now)
+                        return await issue_for_session(
+                            self._tokens,
+                            self._clock,
+                            self._config,
+                            rotated,
+                            client,
+                            rotate.to_generation,
+                            rotate.scope,
+                        )
+                    # Lost the race: re-read; this presentation is now a replay.
+                case _:
+                    assert_never(decision)
+        raise InvalidGrant(detail="rotation contention")
+
+    async def _revoke(
+        self,
+        session: Session,
+        reason: RevocationReason,
+        generation: int,
+        context: RequestContext,
+    ) -> None:
+        now = self._clock.now()
+        is_reuse = reason is RevocationReason.REUSE_DETECTED
+        event = SecurityEvent(
+            type=EventType.REUSE_DETECTED if is_reuse else EventType.SESSION_REVOKED,
+            at=now,
+            user_id=session.user_id,
+            client_id=session.client_id,
+            session_id=session.id,
+            generation=generation,
+            reason=reason.value,
+            device=context.device,
+            detail=f"live generation {session.generation}" if is_reuse else None,
+        )
+        if is_reuse and self._config.reuse_revokes is ReuseScope.USER:
+            await self._store.revoke_user_sessions(session.user_id, reason, now, event)
+        else:
+            await self._store.revoke_session(session.id, reason, now, event)
+
+    async def _alert(
+        self,
+        why: Refusal,
+        session: Session,
+        generation: int,
+        client: Client,
+        context: RequestContext,
+    ) -> None:
+        kinds = {
+            Refusal.FOREIGN_CLIENT: EventType.FOREIGN_CLIENT_PRESENTED,
+            Refusal.FUTURE_GENERATION: EventType.FUTURE_GENERATION_PRESENTED,
+        }
+        kind = kinds.get(why)
+        if kind is None:
+            return
+        await self._store.record(
+            SecurityEvent(
+                type=kind,
+                at=self._clock.now(),
+                user_id=session.user_id,
+                client_id=client.id,
+                session_id=session.id,
+                generation=generation,
+                reason=why.value,
+                device=context.device,
+                detail=f"session client {session.client_id}, live generation "
+                f"{session.generation}",
+            )
+        )
+
+
+def _rotated(session: Session, rotate: Rotate, now: datetime) -> Session:
+    """The session as `advance_generation` just committed it."""
+    return replace(
+        session,
+        generation=rotate.to_generation,
+        rotated_at=now,
+        last_used_at=now,
+        idle_expires_at=rotate.idle_expires_at,
+    )

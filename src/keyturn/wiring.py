@@ -1,0 +1,140 @@
+"""Builds keyturn's object graph from the settings: the only module that sees every layer."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keyturn.core.models import Lifetimes
+from keyturn.core.ports import Store
+from keyturn.crypto.passwords import Passwords
+from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
+from keyturn.service.admin import Admin
+from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.login import Login
+from keyturn.service.refresh import Refresher
+from keyturn.service.sessions import Sessions
+from keyturn.service.tokens import Tokens
+from keyturn.settings import Settings
+from keyturn.storage import open_store, upgrade
+
+SECRET_FILE_NAME = "keyturn.secret"
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class SystemRandomness:
+    def token_bytes(self, n: int) -> bytes:
+        return secrets.token_bytes(n)
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """Everything a front end (HTTP, CLI, demo) needs, built once per process."""
+
+    settings: Settings
+    config: EngineConfig
+    store: Store
+    tokens: Tokens
+    login: Login
+    refresher: Refresher
+    sessions: Sessions
+    admin: Admin
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        issuer=settings.issuer,
+        default_audience=settings.audience,
+        lifetimes=Lifetimes(
+            access_token_ttl=settings.access_token_ttl,
+            session_idle_ttl=settings.session_idle_ttl,
+            session_max_ttl=settings.session_max_ttl,
+        ),
+        grace_seconds=settings.grace_seconds,
+        reuse_revokes=ReuseScope(settings.reuse_revokes.value),
+    )
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a `sqlite:///path` URL; `None` for other databases."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    return Path(database_url.removeprefix("sqlite:///"))
+
+
+def master_secret(settings: Settings) -> bytes:
+    """The master secret: from the settings, from the named file, or from a 0600 file
+    created on first run beside the SQLite database (else in the working directory)."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    if settings.secret_key_file is not None:
+        return load_or_create_master_secret(settings.secret_key_file)
+    db = sqlite_path(settings.database_url)
+    folder = db.parent if db is not None else Path.cwd()
+    return load_or_create_master_secret(folder / SECRET_FILE_NAME)
+
+
+def migrate(settings: Settings, schema: str | None = None) -> None:
+    """Create or upgrade the schema (blocking; call before the event loop serves)."""
+    db = sqlite_path(settings.database_url)
+    if db is not None and db.parent != Path():
+        db.parent.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, schema=schema)
+
+
+async def open_engine(
+    settings: Settings,
+    *,
+    schema: str | None = None,
+    clock: SystemClock | None = None,
+    passwords: Passwords | None = None,
+) -> Engine:
+    """Open the store and build the use cases. The schema must exist (`migrate`);
+    missing keys are created."""
+    config = engine_config(settings)
+    the_clock = clock or SystemClock()
+    randomness = SystemRandomness()
+    store = await open_store(
+        settings.database_url,
+        timeout=settings.db_timeout,
+        pool_size=settings.db_pool_size,
+        schema=schema,
+    )
+    the_passwords = passwords or Passwords()
+    tokens = Tokens(
+        store,
+        Sealer(master_secret(settings)),
+        the_clock,
+        randomness,
+        config,
+        settings.signing_alg.value,
+    )
+    await tokens.ensure_keys()
+    sessions = Sessions(store, tokens, the_passwords, the_clock)
+    return Engine(
+        settings=settings,
+        config=config,
+        store=store,
+        tokens=tokens,
+        login=Login(store, tokens, the_passwords, the_clock, randomness, config),
+        refresher=Refresher(store, tokens, the_clock, config),
+        sessions=sessions,
+        admin=Admin(
+            store,
+            tokens,
+            the_passwords,
+            sessions,
+            the_clock,
+            randomness,
+            settings.purge_retention,
+        ),
+    )
