@@ -141,3 +141,29 @@ class Settings(BaseSettings):
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
+
+
+def reference_markdown() -> str:
+    """The configuration reference, generated from the fields above
+    (`docs/configuration.md`; a test keeps the file in step)."""
+    lines = [
+        "# Configuration",
+        "",
+        "keyturn reads `KEYTURN_*` environment variables and, if `KEYTURN_CONFIG` names "
+        "one, a TOML file with the same keys in lower case (`grace_seconds = 5`); the "
+        "environment wins. Durations are in seconds. Invalid values stop keyturn at start "
+        "with a message naming the setting.",
+        "",
+        "This page is generated from `src/keyturn/settings.py`.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, enum.Enum):
+            default = default.value
+        shown = "unset" if default is None else f"`{default}`"
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `KEYTURN_{name.upper()}` | {shown} | {description} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""Worker processes for the multi-process rotation races.
+
+Each worker opens its own engine on the shared database, then for every trial waits for
+a token on its pipe, meets the other workers at a barrier and presents the token from
+several asyncio tasks at once. It answers with one outcome per task: ("ok", refresh
+token) or ("error", error code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.synchronize
+from dataclasses import dataclass
+from typing import Any
+
+from support.engine import engine_with
+
+from keyturn.core.errors import KeyturnError
+
+Outcome = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class RaceSpec:
+    database_url: str
+    schema: str | None
+    grace_seconds: int
+    tasks_per_process: int
+
+
+def worker(
+    spec: RaceSpec,
+    conn: multiprocessing.connection.Connection,
+    barrier: multiprocessing.synchronize.Barrier,
+) -> None:
+    asyncio.run(_serve(spec, conn, barrier))
+
+
+async def _serve(
+    spec: RaceSpec,
+    conn: multiprocessing.connection.Connection,
+    barrier: multiprocessing.synchronize.Barrier,
+) -> None:
+    engine = await engine_with(
+        spec.database_url, schema=spec.schema, grace_seconds=spec.grace_seconds
+    )
+    client = await engine.admin.get_client("native")
+    conn.send("ready")
+    try:
+        while True:
+            token = conn.recv()
+            if token is None:
+                return
+            # Everyone reads the session before anyone presents: maximal contention.
+            barrier.wait(timeout=60)
+
+            async def present(token: str = token) -> Outcome:
+                try:
+                    issued = await engine.refresher.refresh(token, client)
+                except KeyturnError as error:
+                    return ("error", error.code)
+                return ("ok", issued.refresh_token or "")
+
+            outcomes = await asyncio.gather(
+                *(present() for _ in range(spec.tasks_per_process))
+            )
+            conn.send(list(outcomes))
+    finally:
+        await engine.close()
+
+
+class Racers:
+    """A pool of racing worker processes, used as a context manager."""
+
+    def __init__(self, spec: RaceSpec, processes: int) -> None:
+        self.spec = spec
+        ctx = multiprocessing.get_context("spawn")
+        self.barrier = ctx.Barrier(processes)
+        self.pipes: list[multiprocessing.connection.Connection] = []
+        self.procs: list[Any] = []
+        for _ in range(processes):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker, args=(spec, child, self.barrier), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def __enter__(self) -> Racers:
+        for pipe in self.pipes:
+            if not pipe.poll(120):
+                raise TimeoutError("a racer did not start")
+            assert pipe.recv() == "ready"
+        return self
+
+    def race(self, token: str) -> list[Outcome]:
+        for pipe in self.pipes:
+            pipe.send(token)
+        outcomes: list[Outcome] = []
+        for pipe in self.pipes:
+            if not pipe.poll(120):
+                raise TimeoutError("a racer did not answer")
+            outcomes.extend(pipe.recv())
+        return outcomes
+
+    def __exit__(self, *exc: object) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
