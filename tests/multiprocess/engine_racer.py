@@ -9,15 +9,15 @@ token) or ("error", error code).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.synchronize
 from dataclasses import dataclass
 from typing import Any
 
-from support.engine import engine_with
-
 from keyturn.core.errors import KeyturnError
+from support.engine import engine_with
 
 Outcome = tuple[str, str]
 
@@ -63,9 +63,7 @@ async def _serve(
                     return ("error", error.code)
                 return ("ok", issued.refresh_token or "")
 
-            outcomes = await asyncio.gather(
-                *(present() for _ in range(spec.tasks_per_process))
-            )
+            outcomes = await asyncio.gather(*(present() for _ in range(spec.tasks_per_process)))
             conn.send(list(outcomes))
     finally:
         await engine.close()
@@ -106,10 +104,8 @@ class Racers:
 
     def __exit__(self, *exc: object) -> None:
         for pipe in self.pipes:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 pipe.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         for proc in self.procs:
             proc.join(timeout=30)
             if proc.is_alive():

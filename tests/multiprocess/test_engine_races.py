@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 from engine_racer import Racers, RaceSpec
-from support.engine import PASSWORD, engine_with
 
 from keyturn.core.models import RevocationReason, Session
+from support.engine import PASSWORD, engine_with
 
 PROCESSES = 4
 TASKS = 4

@@ -10,7 +10,7 @@ from keyturn.service.admin import NewClient
 from keyturn.settings import Settings
 from keyturn.wiring import Engine, open_engine
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's password
+PASSWORD = "correct horse battery staple"
 SECRET = "k" * 40
 
 

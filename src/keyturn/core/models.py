@@ -32,7 +32,7 @@ class GrantType(enum.StrEnum):
     AUTHORIZATION_CODE = "authorization_code"
     REFRESH_TOKEN = "refresh_token"
     CLIENT_CREDENTIALS = "client_credentials"
-    PASSWORD = "password"  # noqa: S105 - the first-party login API, not RFC 6749 §4.3
+    PASSWORD = "password"
     """First-party username/password login (`/auth/login`); never served at /oauth/token."""
 
 

@@ -167,4 +167,3 @@ def _within_grace(session: Session, policy: RotationPolicy, now: datetime) -> bo
     if policy.grace_seconds == 0 or session.rotated_at is None:
         return False
     return now - session.rotated_at <= timedelta(seconds=policy.grace_seconds)
-

@@ -211,7 +211,9 @@ class Admin:
         never wait long behind the purge. Returns how many were deleted."""
         total = 0
         while True:
-            deleted = await self._store.purge_expired(self._clock.now(), self._retention, batch_size)
+            deleted = await self._store.purge_expired(
+                self._clock.now(), self._retention, batch_size
+            )
             total += deleted
             if deleted < batch_size:
                 return total

@@ -162,9 +162,7 @@ class Login:
         now = self._clock.now()
         # The older token was rotated out and its grace has passed: someone else went
         # on using that session, so this is reuse, not a simple re-login.
-        stale = is_reuse(
-            session, claims.generation, self._config.rotation_policy(client), now
-        )
+        stale = is_reuse(session, claims.generation, self._config.rotation_policy(client), now)
         reason = RevocationReason.REUSE_DETECTED if stale else RevocationReason.SUPERSEDED
         await self._store.revoke_session(
             session.id,

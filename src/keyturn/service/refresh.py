@@ -164,8 +164,7 @@ class Refresher:
                 generation=generation,
                 reason=why.value,
                 device=context.device,
-                detail=f"session client {session.client_id}, live generation "
-                f"{session.generation}",
+                detail=f"session client {session.client_id}, live generation {session.generation}",
             )
         )
 

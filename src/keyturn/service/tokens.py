@@ -77,7 +77,9 @@ class Tokens:
             ),
         ]
         if created:
-            await self._keys.save_keys(created, [_key_event(k, EventType.KEY_CREATED, now) for k in created])
+            await self._keys.save_keys(
+                created, [_key_event(k, EventType.KEY_CREATED, now) for k in created]
+            )
         await self.reload()
         return created
 
@@ -94,7 +96,9 @@ class Tokens:
             keep_for = self._config.lifetimes.session_max_ttl
             maker = self._mac_key_maker(stored)
         changed = key_lifecycle.plan_rotation(stored, use, now, keep_for, maker)
-        await self._keys.save_keys(changed, [_key_event(k, EventType.KEY_ROTATED, now) for k in changed])
+        await self._keys.save_keys(
+            changed, [_key_event(k, EventType.KEY_ROTATED, now) for k in changed]
+        )
         expired = key_lifecycle.expired_kids(stored, now)
         if expired:
             await self._keys.delete_keys(expired)

@@ -91,9 +91,7 @@ def test_revoked_session_refuses_its_grace_replay_too() -> None:
 
 def test_past_absolute_deadline_revokes() -> None:
     s = session(absolute_expires_at=at(5))
-    assert decide(s, USER, present(5), POLICY, at(5)) == Revoke(
-        RevocationReason.ABSOLUTE_EXPIRED
-    )
+    assert decide(s, USER, present(5), POLICY, at(5)) == Revoke(RevocationReason.ABSOLUTE_EXPIRED)
 
 
 def test_past_idle_deadline_revokes() -> None:
@@ -139,9 +137,9 @@ def test_expiry_is_checked_before_reuse() -> None:
 def test_live_token_rotates_to_the_next_generation() -> None:
     decision = decide(session(), USER, present(5), POLICY, at(1))
     assert decision == Rotate(
-        from_generation=5, idle_expires_at=at(1) + timedelta(seconds=IDLE), scope=frozenset(
-            {"read", "write"}
-        )
+        from_generation=5,
+        idle_expires_at=at(1) + timedelta(seconds=IDLE),
+        scope=frozenset({"read", "write"}),
     )
     assert isinstance(decision, Rotate)
     assert decision.to_generation == 6
@@ -204,9 +202,7 @@ def test_replay_with_narrower_scope_narrows() -> None:
 
 
 def test_future_generation_is_refused_not_revoked() -> None:
-    assert decide(session(), USER, present(6), POLICY, at(1)) == Refuse(
-        Refusal.FUTURE_GENERATION
-    )
+    assert decide(session(), USER, present(6), POLICY, at(1)) == Refuse(Refusal.FUTURE_GENERATION)
 
 
 def test_generation_zero_has_no_parent_to_replay() -> None:

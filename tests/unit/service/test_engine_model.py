@@ -20,13 +20,13 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
+from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 GRACE = 10
 IDLE = 600
@@ -54,7 +54,9 @@ class Held:
 
 def claims(access_token: str) -> dict[str, Any]:
     payload = access_token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    decoded: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
     return decoded
 
 
@@ -128,7 +130,8 @@ class EngineModel(RuleBasedStateMachine):
             if not (token.generation > model.live):
                 model.revoked = True
             return token
-        assert not model.revoked and not expired
+        assert not model.revoked
+        assert not expired
         if token.generation == model.live:
             model.live += 1
             model.rotated_at = now

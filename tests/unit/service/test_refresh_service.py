@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 from keyturn.core.audit import EventType
 from keyturn.core.errors import (
+    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
     LoginFailed,
+    NotFound,
     PasswordRejected,
     UnauthorizedClient,
 )
-from keyturn.core.models import Client, RevocationReason, Session
+from keyturn.core.models import Client, ClientType, GrantType, RevocationReason, Session
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
+from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 
 @dataclass
@@ -114,9 +116,7 @@ async def test_rt07_foreign_client_is_refused_and_the_session_lives(world: World
     assert not (await world.session(first)).revoked
     rotated = await world.refresh(first.refresh_token)
     assert (await world.session(rotated)).generation == 1
-    events = await world.engine.store.list_events(
-        type=EventType.FOREIGN_CLIENT_PRESENTED.value
-    )
+    events = await world.engine.store.list_events(type=EventType.FOREIGN_CLIENT_PRESENTED.value)
     assert len(events) == 1
 
 
@@ -171,9 +171,7 @@ async def test_future_generation_is_refused_without_revocation(world: World) -> 
     with pytest.raises(InvalidGrant):
         await world.refresh(forged)
     assert not (await world.session(first)).revoked
-    events = await world.engine.store.list_events(
-        type=EventType.FUTURE_GENERATION_PRESENTED.value
-    )
+    events = await world.engine.store.list_events(type=EventType.FUTURE_GENERATION_PRESENTED.value)
     assert len(events) == 1
 
 
@@ -253,7 +251,9 @@ async def test_password_change_refuses_a_wrong_current_password_or_a_weak_new_on
     tokens = await world.login()
     user_id = (await world.session(tokens)).user_id
     with pytest.raises(LoginFailed):
-        await world.engine.sessions.change_password(user_id, "wrong", "another passphrase", keep=None)
+        await world.engine.sessions.change_password(
+            user_id, "wrong", "another passphrase", keep=None
+        )
     with pytest.raises(PasswordRejected):
         await world.engine.sessions.change_password(user_id, PASSWORD, "short", keep=None)
     with pytest.raises(PasswordRejected):
@@ -288,8 +288,6 @@ async def test_logout_all_ends_every_session_of_the_user(world: World) -> None:
 async def test_ending_another_users_session_by_id_is_not_found(world: World) -> None:
     tokens = await world.login()
     bob = await world.engine.admin.add_user("bob", "bob's long passphrase")
-    from keyturn.core.errors import NotFound
-
     with pytest.raises(NotFound):
         await world.engine.sessions.end_by_id(
             tokens.session_id or "",  # type: ignore[arg-type]
@@ -324,8 +322,6 @@ async def test_pw04_oversized_password_is_refused_before_hashing(world: World) -
 
 
 async def test_login_needs_a_first_party_client(world: World) -> None:
-    from keyturn.core.models import ClientType, GrantType
-
     oauth_only = await world.engine.admin.add_client(
         "oauth-only", ClientType.PUBLIC, grant_types={GrantType.AUTHORIZATION_CODE}
     )
@@ -397,16 +393,12 @@ async def test_disabled_client_cannot_refresh(world: World) -> None:
     tokens = await world.login()
     await world.engine.admin.disable_client("native")
     client = await world.engine.admin.get_client("native")
-    from keyturn.core.errors import InvalidClient
-
     with pytest.raises(InvalidClient):
         await world.refresh(tokens.refresh_token, client)
     assert (await world.session(tokens)).revoked_reason is RevocationReason.CLIENT_DISABLED
 
 
 async def test_client_without_refresh_grant_is_unauthorized(world: World) -> None:
-    from keyturn.core.models import ClientType, GrantType
-
     cc = await world.engine.admin.add_client(
         "cc", ClientType.CONFIDENTIAL, grant_types={GrantType.CLIENT_CREDENTIALS}
     )
