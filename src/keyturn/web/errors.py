@@ -1,0 +1,73 @@
+"""Domain errors to HTTP, once, for both surfaces (RFC 6749 §5.2 shape).
+
+Every error answers `{"error": code, "error_description": text}` with
+`Cache-Control: no-store`. The description is the error's public text only, reduced to
+the characters §5.2 allows; the detail (why a token was refused) goes to the log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from keyturn.core import errors
+
+# RFC 6749 §5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E )
+_NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+STATUS: dict[type[errors.KeyturnError], int] = {
+    errors.KeyturnError: 500,
+    errors.InvalidRequest: 400,
+    errors.InvalidClient: 401,
+    errors.InvalidGrant: 400,
+    errors.UnauthorizedClient: 400,
+    errors.UnsupportedGrantType: 400,
+    errors.InvalidScope: 400,
+    errors.LoginFailed: 401,
+    errors.PasswordRejected: 400,
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.RateLimited: 429,
+    errors.StoreUnavailable: 503,
+    errors.SigningUnavailable: 503,
+}
+"""Each error class's status; a test proves every class in `errors.ALL_ERRORS` is here."""
+
+RETRY_AFTER_UNAVAILABLE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def clean_description(text: str) -> str:
+    """`text` with every character RFC 6749 §5.2 forbids replaced by a space."""
+    return _NOT_ALLOWED.sub(" ", text).strip()
+
+
+def error_body(code: str, description: str | None) -> bytes:
+    body: dict[str, str] = {"error": code}
+    if description:
+        body["error_description"] = clean_description(description)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def to_response(error: errors.KeyturnError, *, basic_auth_used: bool = False) -> ErrorResponse:
+    """The HTTP answer to a domain error."""
+    status = STATUS[type(error)]
+    headers = {"Content-Type": "application/json", **NO_STORE}
+    if isinstance(error, errors.InvalidClient) and basic_auth_used:
+        # RFC 6749 §5.2: a failed Authorization-header authentication MUST get 401
+        # with a WWW-Authenticate of the scheme the client used.
+        headers["WWW-Authenticate"] = 'Basic realm="keyturn", charset="UTF-8"'
+    if isinstance(error, errors.RateLimited):
+        headers["Retry-After"] = str(max(1, error.retry_after))
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
+    return ErrorResponse(status, error_body(error.code, error.public), headers)

@@ -1,0 +1,139 @@
+"""Reading request bodies strictly: RFC 6749 form bodies and the first-party JSON.
+
+Everything malformed, oversized or hostile becomes `InvalidRequest` (or 413) here,
+before any store or Argon2 work: wrong content type, a repeated parameter (§3.2), bytes
+that are not UTF-8, NUL characters, over-deep or duplicate-key JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from keyturn.core.errors import InvalidRequest
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+MAX_BODY = 16 * 1024
+"""Bodies larger than this are refused with 413 before they are read in full."""
+MAX_FIELDS = 32
+
+
+class BodyTooLarge(Exception):
+    """The body exceeds `MAX_BODY`: answered 413."""
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """The media type (lower case) and its parameters; empty for a missing header."""
+    if not content_type:
+        return "", {}
+    head, *rest = content_type.split(";")
+    params: dict[str, str] = {}
+    for part in rest:
+        name, _, value = part.strip().partition("=")
+        params[name.strip().lower()] = value.strip().strip('"').lower()
+    return head.strip().lower(), params
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], declared_length: str | None, limit: int = MAX_BODY
+) -> bytes:
+    """Read a body of at most `limit` bytes; `BodyTooLarge` as soon as it is known."""
+    if declared_length is not None:
+        try:
+            if int(declared_length) > limit:
+                raise BodyTooLarge
+        except ValueError:
+            raise InvalidRequest("The Content-Length header is invalid.") from None
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
+    """Parse an `application/x-www-form-urlencoded` body (RFC 6749 App. B).
+
+    A parameter sent without a value is treated as omitted (§3.1); a parameter sent
+    twice is an error (§3.2).
+    """
+    kind, params = media_type(content_type)
+    if kind != FORM:
+        raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    charset = params.get("charset")
+    if charset not in (None, "utf-8"):
+        raise InvalidRequest("The body must be UTF-8.")
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid form-encoded UTF-8.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest("The body contains a NUL character.")
+        if name in form:
+            raise InvalidRequest(f"The parameter {name} is repeated.")
+        form[name] = value
+    return {name: value for name, value in form.items() if value != ""}
+
+
+def parse_json_object(content_type: str | None, body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body, refusing duplicate keys and pathological nesting."""
+    kind, _ = media_type(content_type)
+    if kind != JSON:
+        raise InvalidRequest("The body must be application/json.")
+    try:
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("The body is not a valid JSON object.") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate key")
+        result[key] = value
+    return result
+
+
+def text_field(
+    data: Mapping[str, Any], name: str, *, required: bool = True, max_length: int = 4096
+) -> str | None:
+    """A string member of a JSON body: present, a string, bounded, no NUL."""
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"The field {name} is required.")
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"The field {name} must be a string.")
+    if len(value) > max_length:
+        raise InvalidRequest(f"The field {name} is too long.")
+    if "\x00" in value or not _encodable(value):
+        raise InvalidRequest(f"The field {name} contains a forbidden character.")
+    return value
+
+
+def _encodable(value: str) -> bool:
+    """False for strings with lone surrogates (JSON `"\\ud800"`), which no store can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
