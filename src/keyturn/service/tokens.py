@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,10 @@ from keyturn.crypto.keys import KeyRing, new_refresh_mac_key, new_signing_key
 from keyturn.crypto.refresh_codec import RefreshClaims
 from keyturn.crypto.sealing import Sealer
 from keyturn.service.config import EngineConfig
+
+RETIRED_KEY_MARGIN = 120
+"""Seconds a retired signing key stays published beyond the access-token lifetime: clock
+skew and resource servers' JWKS caches."""
 
 
 class Tokens:
@@ -72,14 +76,11 @@ class Tokens:
         now = self._clock.now()
         created = [
             *key_lifecycle.plan_bootstrap(stored, KeyUse.SIGNING, now, self._make_signing_key),
-            *key_lifecycle.plan_bootstrap(
-                stored, KeyUse.REFRESH_MAC, now, self._mac_key_maker(stored)
-            ),
+            *key_lifecycle.plan_bootstrap(stored, KeyUse.REFRESH_MAC, now, self._make_mac_key),
         ]
         if created:
-            await self._keys.save_keys(
-                created, [_key_event(k, EventType.KEY_CREATED, now) for k in created]
-            )
+            events = [_key_event(k, EventType.KEY_CREATED, now) for k in created]
+            await self._keys.save_keys(created, events)
         await self.reload()
         return created
 
@@ -90,33 +91,33 @@ class Tokens:
         stored = await self._keys.list_keys()
         now = self._clock.now()
         if use is KeyUse.SIGNING:
-            keep_for = self._config.lifetimes.access_token_ttl + 60
-            maker: Callable[[datetime], StoredKey] = self._make_signing_key
+            keep_for = self._config.lifetimes.access_token_ttl + RETIRED_KEY_MARGIN
+            maker: key_lifecycle.MakeKey = self._make_signing_key
         else:
             keep_for = self._config.lifetimes.session_max_ttl
-            maker = self._mac_key_maker(stored)
+            maker = self._make_mac_key
         changed = key_lifecycle.plan_rotation(stored, use, now, keep_for, maker)
-        await self._keys.save_keys(
-            changed, [_key_event(k, EventType.KEY_ROTATED, now) for k in changed]
-        )
+        events = [_key_event(k, EventType.KEY_ROTATED, now) for k in changed]
+        await self._keys.save_keys(changed, events)
         expired = key_lifecycle.expired_kids(stored, now)
         if expired:
             await self._keys.delete_keys(expired)
         await self.reload()
         return changed
 
-    def _make_signing_key(self, now: datetime) -> StoredKey:
+    def _make_signing_key(
+        self,
+        now: datetime,
+        existing: Sequence[StoredKey],  # noqa: ARG002 - a thumbprint kid is unique as it is
+    ) -> StoredKey:
         return new_signing_key(self._alg, self._sealer, now)
 
-    def _mac_key_maker(self, stored: list[StoredKey]) -> Callable[[datetime], StoredKey]:
-        def make(now: datetime) -> StoredKey:
-            key_id = key_lifecycle.next_mac_key_id(stored)
-            return new_refresh_mac_key(key_id, self._sealer, self._random, now)
-
-        return make
+    def _make_mac_key(self, now: datetime, existing: Sequence[StoredKey]) -> StoredKey:
+        key_id = key_lifecycle.next_mac_key_id(existing)
+        return new_refresh_mac_key(key_id, self._sealer, self._random, now)
 
     async def jwks(self) -> dict[str, Any]:
-        return (await self.ring()).jwks(self._clock.now())
+        return (await self.ring()).jwks()
 
     # Refresh tokens
 
