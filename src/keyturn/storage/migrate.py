@@ -1,0 +1,69 @@
+"""Schema migrations with Alembic, run from code (no alembic.ini): one migration set,
+written dialect-neutral, serves SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """The SQLAlchemy URL of a keyturn database URL."""
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql://" + database_url.removeprefix("postgres://")
+    if database_url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + database_url.removeprefix("postgresql://")
+    return database_url
+
+
+def _config(database_url: str, schema: str | None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = sqlalchemy_url(database_url)
+    config.attributes["schema"] = schema
+    return config
+
+
+def upgrade(database_url: str, schema: str | None = None) -> None:
+    """Migrate to the newest revision. Blocking: call it outside the event loop."""
+    command.upgrade(_config(database_url, schema), "head")
+
+
+def current_revision(database_url: str, schema: str | None = None) -> str | None:
+    """The revision the database is at, `None` if it was never migrated."""
+    url = sqlalchemy_url(database_url)
+    if url.startswith("postgresql+asyncpg://"):
+        return _pg_revision(database_url, schema)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _pg_revision(database_url: str, schema: str | None) -> str | None:
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> str | None:
+        dsn = database_url.replace("postgres://", "postgresql://", 1)
+        settings = {"search_path": schema} if schema else {}
+        conn = await asyncpg.connect(dsn, server_settings=settings)
+        try:
+            exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+            if not exists:
+                return None
+            value: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+            return value
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())

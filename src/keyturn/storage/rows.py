@@ -1,0 +1,250 @@
+"""Turning models into column values and back, shared by the SQL stores. Times are
+handed in and out by each store (aware datetimes on PostgreSQL, integer microseconds on
+SQLite) through the `to_db`/`from_db` functions it passes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
+from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
+from keyturn.core.models import (
+    Client,
+    ClientType,
+    Delivery,
+    Device,
+    GrantType,
+    KeyState,
+    KeyUse,
+    LifetimeOverrides,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
+from keyturn.core.scopes import format_scope
+
+
+class Row(Protocol):
+    """A result row read by column name (sqlite3.Row, asyncpg.Record)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+ToDb = Callable[[datetime], Any]
+FromDb = Callable[[Any], datetime]
+
+USER_COLUMNS = ("id", "username", "password_hash", "enabled", "created_at", "password_changed_at")
+CLIENT_COLUMNS = (
+    "id", "type", "secret_hash", "redirect_uris", "grant_types", "scope", "delivery",
+    "audience", "access_token_ttl", "session_idle_ttl", "session_max_ttl", "enabled",
+    "created_at", "allowed_origins", "can_introspect",
+)  # fmt: skip
+SESSION_COLUMNS = (
+    "id", "user_id", "client_id", "scope", "salt", "generation", "mac_key_id", "created_at",
+    "authenticated_at", "last_used_at", "rotated_at", "idle_expires_at",
+    "absolute_expires_at", "revoked_at", "revoked_reason", "user_agent", "ip", "device_name",
+)  # fmt: skip
+KEY_COLUMNS = (
+    "kid", "use", "alg", "state", "public_jwk", "encrypted_private", "created_at",
+    "activated_at", "retired_at", "publish_until",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "type", "at", "user_id", "client_id", "session_id", "generation", "reason",
+    "user_agent", "ip", "device_name", "detail",
+)  # fmt: skip
+
+
+def _opt(value: datetime | None, to_db: ToDb) -> Any:
+    return None if value is None else to_db(value)
+
+
+def _opt_from(value: Any, from_db: FromDb) -> datetime | None:
+    return None if value is None else from_db(value)
+
+
+def user_values(user: User, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        user.id,
+        user.username,
+        user.password_hash,
+        user.enabled,
+        to_db(user.created_at),
+        to_db(user.password_changed_at),
+    )
+
+
+def user_from(row: Row, from_db: FromDb) -> User:
+    return User(
+        id=UserId(row["id"]),
+        username=row["username"],
+        password_hash=row["password_hash"],
+        enabled=bool(row["enabled"]),
+        created_at=from_db(row["created_at"]),
+        password_changed_at=from_db(row["password_changed_at"]),
+    )
+
+
+def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        client.id,
+        client.type.value,
+        client.secret_hash,
+        json.dumps(list(client.redirect_uris)),
+        json.dumps(sorted(g.value for g in client.grant_types)),
+        format_scope(client.scope),
+        client.delivery.value,
+        json.dumps(list(client.audience)),
+        client.lifetimes.access_token_ttl,
+        client.lifetimes.session_idle_ttl,
+        client.lifetimes.session_max_ttl,
+        client.enabled,
+        to_db(client.created_at),
+        json.dumps(list(client.allowed_origins)),
+        client.can_introspect,
+    )
+
+
+def client_from(row: Row, from_db: FromDb) -> Client:
+    return Client(
+        id=ClientId(row["id"]),
+        type=ClientType(row["type"]),
+        secret_hash=row["secret_hash"],
+        redirect_uris=tuple(json.loads(row["redirect_uris"])),
+        grant_types=frozenset(GrantType(g) for g in json.loads(row["grant_types"])),
+        scope=frozenset(row["scope"].split()),
+        delivery=Delivery(row["delivery"]),
+        audience=tuple(json.loads(row["audience"])),
+        lifetimes=LifetimeOverrides(
+            access_token_ttl=row["access_token_ttl"],
+            session_idle_ttl=row["session_idle_ttl"],
+            session_max_ttl=row["session_max_ttl"],
+        ),
+        enabled=bool(row["enabled"]),
+        created_at=from_db(row["created_at"]),
+        allowed_origins=tuple(json.loads(row["allowed_origins"])),
+        can_introspect=bool(row["can_introspect"]),
+    )
+
+
+def session_values(session: Session, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        session.id,
+        session.user_id,
+        session.client_id,
+        format_scope(session.scope),
+        session.salt,
+        session.generation,
+        session.mac_key_id,
+        to_db(session.created_at),
+        _opt(session.authenticated_at, to_db),
+        to_db(session.last_used_at),
+        _opt(session.rotated_at, to_db),
+        to_db(session.idle_expires_at),
+        to_db(session.absolute_expires_at),
+        _opt(session.revoked_at, to_db),
+        session.revoked_reason.value if session.revoked_reason else None,
+        session.device.user_agent,
+        session.device.ip,
+        session.device.name,
+    )
+
+
+def session_from(row: Row, from_db: FromDb) -> Session:
+    return Session(
+        id=SessionId(row["id"]),
+        user_id=UserId(row["user_id"]),
+        client_id=ClientId(row["client_id"]),
+        scope=frozenset(row["scope"].split()),
+        salt=bytes(row["salt"]),
+        generation=int(row["generation"]),
+        mac_key_id=int(row["mac_key_id"]),
+        created_at=from_db(row["created_at"]),
+        authenticated_at=_opt_from(row["authenticated_at"], from_db),
+        last_used_at=from_db(row["last_used_at"]),
+        rotated_at=_opt_from(row["rotated_at"], from_db),
+        idle_expires_at=from_db(row["idle_expires_at"]),
+        absolute_expires_at=from_db(row["absolute_expires_at"]),
+        revoked_at=_opt_from(row["revoked_at"], from_db),
+        revoked_reason=RevocationReason(row["revoked_reason"]) if row["revoked_reason"] else None,
+        device=Device(user_agent=row["user_agent"], ip=row["ip"], name=row["device_name"]),
+    )
+
+
+def key_values(key: StoredKey, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        key.kid,
+        key.use.value,
+        key.alg,
+        key.state.value,
+        key.public_jwk,
+        key.encrypted_private,
+        to_db(key.created_at),
+        _opt(key.activated_at, to_db),
+        _opt(key.retired_at, to_db),
+        _opt(key.publish_until, to_db),
+    )
+
+
+def key_from(row: Row, from_db: FromDb) -> StoredKey:
+    return StoredKey(
+        kid=KeyId(row["kid"]),
+        use=KeyUse(row["use"]),
+        alg=row["alg"],
+        state=KeyState(row["state"]),
+        public_jwk=row["public_jwk"],
+        encrypted_private=bytes(row["encrypted_private"]),
+        created_at=from_db(row["created_at"]),
+        activated_at=_opt_from(row["activated_at"], from_db),
+        retired_at=_opt_from(row["retired_at"], from_db),
+        publish_until=_opt_from(row["publish_until"], from_db),
+    )
+
+
+def event_values(event: SecurityEvent, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        event.type.value,
+        to_db(event.at),
+        event.user_id,
+        event.client_id,
+        event.session_id,
+        event.generation,
+        event.reason,
+        event.device.user_agent,
+        event.device.ip,
+        event.device.name,
+        event.detail,
+    )
+
+
+def event_from(row: Row, from_db: FromDb) -> RecordedEvent:
+    return RecordedEvent(
+        id=int(row["id"]),
+        event=SecurityEvent(
+            type=EventType(row["type"]),
+            at=from_db(row["at"]),
+            user_id=UserId(row["user_id"]) if row["user_id"] else None,
+            client_id=ClientId(row["client_id"]) if row["client_id"] else None,
+            session_id=SessionId(row["session_id"]) if row["session_id"] else None,
+            generation=row["generation"],
+            reason=row["reason"],
+            device=Device(user_agent=row["user_agent"], ip=row["ip"], name=row["device_name"]),
+            detail=row["detail"],
+        ),
+    )
+
+
+def storable(*values: object) -> bool:
+    """False if a text value holds what no SQL store keeps (NUL, lone surrogates)."""
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" in value:
+                return False
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True

@@ -1,0 +1,437 @@
+"""The SQLite store: the embedded default, correct with several processes on one file.
+
+WAL journal, so readers never wait for the writer. Every write is one transaction begun
+with `BEGIN IMMEDIATE`, which takes the write lock up front: two processes never both
+read and then fail to upgrade to a write (no `SQLITE_BUSY` deadlock), and a busy writer
+is waited for up to the timeout. `synchronous=NORMAL` keeps every commit across an
+application crash (WAL is on disk before the commit returns); only an operating-system
+crash can lose the last transactions, and then consistently.
+
+All SQLite calls run on one dedicated thread per store, so the event loop never blocks
+on a lock wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keyturn.core.audit import RecordedEvent, SecurityEvent
+from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
+from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
+from keyturn.core.models import Client, RevocationReason, Session, StoredKey, User
+from keyturn.storage import rows
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_db(value: datetime) -> int:
+    """Integer microseconds since the epoch: exact, and ordered like the times."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_db(value: Any) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608 - fixed names
+
+
+_INSERT_USER = _insert("users", rows.USER_COLUMNS)
+_INSERT_CLIENT = _insert("clients", rows.CLIENT_COLUMNS)
+_INSERT_SESSION = _insert("sessions", rows.SESSION_COLUMNS)
+_INSERT_EVENT = _insert("audit_events", rows.EVENT_COLUMNS)
+_UPSERT_KEY = (
+    _insert("signing_keys", rows.KEY_COLUMNS)
+    + " ON CONFLICT (kid) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in rows.KEY_COLUMNS if c != "kid")
+)
+_REVOKE_LIVE = (
+    "UPDATE sessions SET revoked_at = ?, revoked_reason = ? "
+    "WHERE revoked_at IS NULL AND {where} RETURNING id"
+)
+
+
+def sqlite_file(database_url: str) -> Path:
+    """The path of `sqlite:///relative.db` or `sqlite:////absolute.db`."""
+    if not database_url.startswith("sqlite:///"):
+        raise ValueError("a SQLite URL looks like sqlite:///path/to/file.db")
+    return Path(database_url.removeprefix("sqlite:///"))
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, timeout: float) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyturn-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    # Plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            return work(self._conn())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except sqlite3.IntegrityError as error:
+            raise AlreadyExists(detail=str(error)) from None
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as error:
+            # Locked past the timeout, disk I/O error, unreadable file: nothing we
+            # can answer for. The request fails with 503 and nothing half-written.
+            raise StoreUnavailable(detail=f"sqlite: {error}") from None
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self._run(transaction)
+
+    async def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        def fetch(db: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = db.execute(sql, args).fetchone()
+            return row
+
+        return await self._run(fetch)
+
+    async def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return await self._run(lambda db: db.execute(sql, args).fetchall())
+
+    def _event(self, db: sqlite3.Connection, event: SecurityEvent) -> None:
+        db.execute(_INSERT_EVENT, rows.event_values(event, to_db))
+
+    def _revoke(
+        self,
+        db: sqlite3.Connection,
+        where: str,
+        args: tuple[Any, ...],
+        reason: RevocationReason,
+        at: datetime,
+    ) -> list[SessionId]:
+        found = db.execute(_REVOKE_LIVE.format(where=where), (to_db(at), reason.value, *args))
+        return [SessionId(r["id"]) for r in found.fetchall()]
+
+    # Users
+
+    async def add_user(self, user: User, event: SecurityEvent) -> None:
+        if not rows.storable(user.username):
+            raise InvalidRequest("The username holds a forbidden character.")
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT_USER, rows.user_values(user, to_db))
+            self._event(db, event)
+
+        try:
+            await self._write(work)
+        except AlreadyExists:
+            raise AlreadyExists(f"A user named {user.username!r} exists.") from None
+
+    async def get_user(self, user_id: UserId) -> User | None:
+        row = await self._one("SELECT * FROM users WHERE id = ?", user_id)
+        return rows.user_from(row, from_db) if row else None
+
+    async def find_user(self, username: str) -> User | None:
+        if not rows.storable(username):
+            return None
+        row = await self._one("SELECT * FROM users WHERE username = ?", username)
+        return rows.user_from(row, from_db) if row else None
+
+    async def list_users(self) -> list[User]:
+        return [
+            rows.user_from(r, from_db)
+            for r in await self._all("SELECT * FROM users ORDER BY username")
+        ]
+
+    async def disable_user(
+        self, user_id: UserId, at: datetime, event: SecurityEvent
+    ) -> list[SessionId]:
+        def work(db: sqlite3.Connection) -> list[SessionId]:
+            if db.execute("UPDATE users SET enabled = 0 WHERE id = ?", (user_id,)).rowcount != 1:
+                raise NotFound("No such user.")
+            ended = self._revoke(db, "user_id = ?", (user_id,), RevocationReason.USER_DISABLED, at)
+            self._event(db, event)
+            return ended
+
+        return await self._write(work)
+
+    async def change_password(
+        self,
+        user_id: UserId,
+        password_hash: str,
+        at: datetime,
+        keep: SessionId | None,
+        event: SecurityEvent,
+    ) -> list[SessionId]:
+        def work(db: sqlite3.Connection) -> list[SessionId]:
+            changed = db.execute(
+                "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                (password_hash, to_db(at), user_id),
+            )
+            if changed.rowcount != 1:
+                raise NotFound("No such user.")
+            db.execute(
+                "UPDATE sessions SET authenticated_at = ? WHERE id = ? AND user_id = ?",
+                (to_db(at), keep, user_id),
+            )
+            ended = self._revoke(
+                db,
+                "user_id = ? AND id IS NOT ?",
+                (user_id, keep),
+                RevocationReason.PASSWORD_CHANGED,
+                at,
+            )
+            self._event(db, event)
+            return ended
+
+        return await self._write(work)
+
+    # Clients
+
+    async def add_client(self, client: Client, event: SecurityEvent) -> None:
+        if not rows.storable(client.id):
+            raise InvalidRequest("The client id holds a forbidden character.")
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT_CLIENT, rows.client_values(client, to_db))
+            self._event(db, event)
+
+        try:
+            await self._write(work)
+        except AlreadyExists:
+            raise AlreadyExists(f"A client {client.id!r} exists.") from None
+
+    async def get_client(self, client_id: ClientId) -> Client | None:
+        if not rows.storable(client_id):
+            return None
+        row = await self._one("SELECT * FROM clients WHERE id = ?", client_id)
+        return rows.client_from(row, from_db) if row else None
+
+    async def list_clients(self) -> list[Client]:
+        return [
+            rows.client_from(r, from_db)
+            for r in await self._all("SELECT * FROM clients ORDER BY id")
+        ]
+
+    async def disable_client(
+        self, client_id: ClientId, at: datetime, event: SecurityEvent
+    ) -> list[SessionId]:
+        def work(db: sqlite3.Connection) -> list[SessionId]:
+            changed = db.execute("UPDATE clients SET enabled = 0 WHERE id = ?", (client_id,))
+            if changed.rowcount != 1:
+                raise NotFound("No such client.")
+            ended = self._revoke(
+                db, "client_id = ?", (client_id,), RevocationReason.CLIENT_DISABLED, at
+            )
+            self._event(db, event)
+            return ended
+
+        return await self._write(work)
+
+    # Sessions
+
+    async def create_session(self, session: Session, event: SecurityEvent) -> None:
+        if not rows.storable(session.device.user_agent, session.device.ip, session.device.name):
+            raise InvalidRequest("The device description holds a forbidden character.")
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT_SESSION, rows.session_values(session, to_db))
+            self._event(db, event)
+
+        await self._write(work)
+
+    async def get_session(self, session_id: SessionId) -> Session | None:
+        if not rows.storable(session_id):
+            return None
+        row = await self._one("SELECT * FROM sessions WHERE id = ?", session_id)
+        return rows.session_from(row, from_db) if row else None
+
+    async def advance_generation(
+        self,
+        session_id: SessionId,
+        from_generation: int,
+        at: datetime,
+        idle_expires_at: datetime,
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            # Compare-and-swap: only the presenter that still sees `from_generation`
+            # moves it on; every other racer changes nothing and re-reads.
+            changed = db.execute(
+                "UPDATE sessions SET generation = ? + 1, rotated_at = ?, last_used_at = ?, "
+                "idle_expires_at = ? "
+                "WHERE id = ? AND generation = ? AND revoked_at IS NULL",
+                (
+                    from_generation,
+                    to_db(at),
+                    to_db(at),
+                    to_db(idle_expires_at),
+                    session_id,
+                    from_generation,
+                ),
+            )
+            return changed.rowcount == 1
+
+        return await self._write(work)
+
+    async def revoke_session(
+        self,
+        session_id: SessionId,
+        reason: RevocationReason,
+        at: datetime,
+        event: SecurityEvent,
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            ended = self._revoke(db, "id = ?", (session_id,), reason, at)
+            self._event(db, event)
+            return bool(ended)
+
+        return await self._write(work)
+
+    async def revoke_user_sessions(
+        self,
+        user_id: UserId,
+        reason: RevocationReason,
+        at: datetime,
+        event: SecurityEvent,
+        keep: SessionId | None = None,
+    ) -> list[SessionId]:
+        def work(db: sqlite3.Connection) -> list[SessionId]:
+            ended = self._revoke(db, "user_id = ? AND id IS NOT ?", (user_id, keep), reason, at)
+            self._event(db, event)
+            return ended
+
+        return await self._write(work)
+
+    async def list_sessions(
+        self, user_id: UserId | None = None, *, include_revoked: bool = False
+    ) -> list[Session]:
+        where = ["1 = 1"]
+        args: list[Any] = []
+        if user_id is not None:
+            where.append("user_id = ?")
+            args.append(user_id)
+        if not include_revoked:
+            where.append("revoked_at IS NULL")
+        found = await self._all(
+            f"SELECT * FROM sessions WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
+            "ORDER BY created_at DESC, id DESC",
+            *args,
+        )
+        return [rows.session_from(r, from_db) for r in found]
+
+    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
+        cutoff = to_db(now - timedelta(seconds=retention_seconds))
+
+        def work(db: sqlite3.Connection) -> int:
+            deleted = db.execute(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions "
+                "WHERE revoked_at < ? OR idle_expires_at < ? OR absolute_expires_at < ? "
+                "LIMIT ?)",
+                (cutoff, cutoff, cutoff, batch_size),
+            )
+            return deleted.rowcount
+
+        return await self._write(work)
+
+    # Keys
+
+    async def list_keys(self) -> list[StoredKey]:
+        found = await self._all("SELECT * FROM signing_keys ORDER BY created_at, kid")
+        return [rows.key_from(r, from_db) for r in found]
+
+    async def save_keys(self, keys: Sequence[StoredKey], events: Sequence[SecurityEvent]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            for key in keys:
+                db.execute(_UPSERT_KEY, rows.key_values(key, to_db))
+            for event in events:
+                self._event(db, event)
+
+        await self._write(work)
+
+    async def delete_keys(self, kids: Sequence[KeyId]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM signing_keys WHERE kid = ?", [(k,) for k in kids])
+
+        await self._write(work)
+
+    # Audit
+
+    async def record(self, event: SecurityEvent) -> None:
+        await self._write(lambda db: self._event(db, event))
+
+    async def list_events(
+        self,
+        *,
+        type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[RecordedEvent]:
+        where = ["1 = 1"]
+        args: list[Any] = []
+        if type is not None:
+            where.append("type = ?")
+            args.append(type)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(to_db(since))
+        found = await self._all(
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
+            "ORDER BY id LIMIT ?",
+            *args,
+            limit,
+        )
+        return [rows.event_from(r, from_db) for r in found]
+
+    # Life cycle
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+    async def close(self) -> None:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        if self._db is not None:
+            await self._run(shut)
+        self._thread.shutdown(wait=True)
+
+
+async def open_sqlite(database_url: str, *, timeout: float) -> SqliteStore:
+    """Open the SQLite store of `database_url`; the file and schema must exist."""
+    path = sqlite_file(database_url)
+    if not path.exists():
+        raise StoreUnavailable(detail=f"no database file at {path}; run keyturn migrate")
+    store = SqliteStore(path, timeout=timeout)
+    await store.ping()
+    return store
