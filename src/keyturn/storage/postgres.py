@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
@@ -28,8 +27,11 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import Client, RevocationReason, Session, StoredKey, User
 from keyturn.storage import rows
 
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
 T = TypeVar("T")
-Conn = PoolConnectionProxy[asyncpg.Record]
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 
 def to_db(value: datetime) -> datetime:

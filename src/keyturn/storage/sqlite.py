@@ -158,6 +158,8 @@ class SqliteStore:
             raise AlreadyExists(f"A user named {user.username!r} exists.") from None
 
     async def get_user(self, user_id: UserId) -> User | None:
+        if not rows.storable(user_id):
+            return None
         row = await self._one("SELECT * FROM users WHERE id = ?", user_id)
         return rows.user_from(row, from_db) if row else None
 

@@ -1,0 +1,91 @@
+"""Fixtures shared by every layer of tests.
+
+Real services, never mocks of them:
+
+- `postgres_url`: a reachable PostgreSQL (`KEYTURN_TEST_PG`, default
+  `postgresql://root@127.0.0.1:5432/test`).
+- `pg_schema`: a fresh, migrated schema in it for one test, dropped afterwards; yields
+  its name. Stores open on it with `schema=`.
+- `redis_url`: a reachable Redis (`KEYTURN_TEST_REDIS`, default
+  `redis://127.0.0.1:6379/0`).
+- `store_url`: parametrised over `memory`, `sqlite` and `postgres`: a migrated, empty
+  database for one test, as `(url, schema)`.
+
+When a service cannot be reached, its tests are skipped with a message saying how to
+start it, except in CI (`CI` set and not "0"/"false"), where they fail: CI must prove
+every store behaviour on the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from keyturn.storage import upgrade
+from support.databases import create_pg_schema, drop_pg_schema
+
+PG_URL = os.environ.get("KEYTURN_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KEYTURN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
+
+
+def missing(service: str, url: str, how: str) -> None:
+    message = f"{service} is not reachable at {url}: {how}"
+    if in_ci():
+        pytest.fail(message + " (CI runs every store test; it may not skip)")
+    pytest.skip(message)
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 2
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    if not _reachable(PG_URL, 5432):
+        missing("PostgreSQL", PG_URL, "start it or set KEYTURN_TEST_PG")
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _reachable(REDIS_URL, 6379):
+        missing("Redis", REDIS_URL, "start it or set KEYTURN_TEST_REDIS")
+    return REDIS_URL
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    name = create_pg_schema(postgres_url)
+    yield name
+    drop_pg_schema(postgres_url, name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    if request.param == "memory":
+        yield "memory:", None
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'keyturn.db'}"
+        upgrade(url)
+        yield url, None
+    else:
+        pg = request.getfixturevalue("postgres_url")
+        name = create_pg_schema(pg)
+        yield pg, name
+        drop_pg_schema(pg, name)
