@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="`aud` of access tokens for clients registered without an audience; "
         "defaults to the issuer.",
     )
+    db_schema: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema for keyturn's tables (its `search_path`); "
+        "unset uses the database's default.",
+    )
     db_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
         5.0,
         description="How long one database operation may take (connect, lock wait, "

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keyturn.core.models import Lifetimes
-from keyturn.core.ports import Store
+from keyturn.core.ports import Clock, Store
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
 from keyturn.service.admin import Admin
@@ -88,14 +88,14 @@ def migrate(settings: Settings, schema: str | None = None) -> None:
     db = sqlite_path(settings.database_url)
     if db is not None and db.parent != Path():
         db.parent.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url, schema=schema)
+    upgrade(settings.database_url, schema=schema or settings.db_schema)
 
 
 async def open_engine(
     settings: Settings,
     *,
     schema: str | None = None,
-    clock: SystemClock | None = None,
+    clock: Clock | None = None,
     passwords: Passwords | None = None,
 ) -> Engine:
     """Open the store and build the use cases. The schema must exist (`migrate`);
@@ -107,7 +107,7 @@ async def open_engine(
         settings.database_url,
         timeout=settings.db_timeout,
         pool_size=settings.db_pool_size,
-        schema=schema,
+        schema=schema or settings.db_schema,
     )
     the_passwords = passwords or Passwords()
     tokens = Tokens(

@@ -1,0 +1,5 @@
+"""`python -m keyturn` runs the `keyturn` command."""
+
+from keyturn.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `keyturn` command."""
