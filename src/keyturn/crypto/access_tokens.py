@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from joserfc import jwt
+from joserfc.errors import JoseError
 
 from keyturn.core.errors import SigningUnavailable
-from keyturn.crypto.keys import KeyRing
+from keyturn.crypto.keys import JoseKey, KeyRing
 
 TYP = "at+jwt"
 
@@ -49,3 +53,127 @@ def mint(
         claims["sid"] = session_id
     header = {"typ": TYP, "alg": signing.alg, "kid": signing.kid}
     return jwt.encode(header, claims, signing.key, algorithms=[signing.alg])
+
+
+class InvalidAccessToken(Exception):
+    """The token is not a valid, current access token of this issuer: one error for
+    every reason, so callers answer `active: false` / `invalid_token` alike."""
+
+
+MAX_TOKEN_LENGTH = 8192
+MAX_HEADER_LENGTH = 1024
+MAX_KID_LENGTH = 128
+MAX_NUMERIC_DATE = 2**53
+TYPES = frozenset({"at+jwt", "application/at+jwt"})
+REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+# Header parameters that would make the token choose its own key or processing: keys
+# come only from the issuer's own key set (RFC 8725 §3.10; RFC 7515 §4.1.11).
+FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
+
+
+def _b64_json(segment: str, limit: int) -> Any:
+    if len(segment) > limit:
+        raise InvalidAccessToken("segment too large")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        return json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise InvalidAccessToken("segment is not base64url JSON") from None
+
+
+def _date(claims: Mapping[str, Any], name: str) -> int:
+    value = _numeric(claims, name)
+    if value is None:
+        raise InvalidAccessToken(f"{name} missing")
+    return value
+
+
+def _numeric(claims: Mapping[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python; inf, NaN, strings and absurd years are not dates.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidAccessToken(f"{name} is not a NumericDate")
+    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise InvalidAccessToken(f"{name} out of range")
+    return int(value)
+
+
+def verify(
+    token: str,
+    keys: Mapping[str, tuple[str, JoseKey]],
+    *,
+    issuer: str,
+    audience: str,
+    now: datetime,
+    leeway: int = 30,
+    max_lifetime: int | None = None,
+) -> dict[str, Any]:
+    """The claims of `token` if it is a valid access token (RFC 9068 §4, RFC 8725).
+
+    `keys` maps each published `kid` to its one algorithm and public key; nothing in
+    the token picks a key or an algorithm outside it. Raises `InvalidAccessToken` for
+    anything else, never another exception.
+    """
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidAccessToken("token absent or too large")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise InvalidAccessToken("not a signed JWT")
+    header = _b64_json(parts[0], MAX_HEADER_LENGTH)
+    if not isinstance(header, dict):
+        raise InvalidAccessToken("header is not an object")
+    if FORBIDDEN_HEADERS & header.keys():
+        raise InvalidAccessToken("forbidden header parameter")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in TYPES:
+        raise InvalidAccessToken("typ is not at+jwt")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH or kid not in keys:
+        raise InvalidAccessToken("unknown kid")
+    alg, key = keys[kid]
+    # One key, one algorithm (RFC 8725 §3.1): the header may not pick another.
+    if header.get("alg") != alg:
+        raise InvalidAccessToken("alg does not match the key")
+    try:
+        decoded = jwt.decode(token, key, algorithms=[alg])
+    except (JoseError, ValueError, TypeError, RecursionError):
+        raise InvalidAccessToken("bad signature or encoding") from None
+    claims = dict(decoded.claims)
+    return _check_claims(claims, issuer, audience, now, leeway, max_lifetime)
+
+
+def _check_claims(
+    claims: dict[str, Any],
+    issuer: str,
+    audience: str,
+    now: datetime,
+    leeway: int,
+    max_lifetime: int | None,
+) -> dict[str, Any]:
+    for name in REQUIRED:
+        if name not in claims:
+            raise InvalidAccessToken(f"{name} missing")
+    if claims["iss"] != issuer:
+        raise InvalidAccessToken("wrong issuer")
+    aud = claims["aud"]
+    audiences = aud if isinstance(aud, list) else [aud]
+    if audience not in [a for a in audiences if isinstance(a, str)]:
+        raise InvalidAccessToken("wrong audience")
+    for name in ("sub", "jti", "client_id"):
+        if not isinstance(claims[name], str):
+            raise InvalidAccessToken(f"{name} is not a string")
+    if "scope" in claims and not isinstance(claims["scope"], str):
+        raise InvalidAccessToken("scope is not a string")
+    exp = _date(claims, "exp")
+    iat = _date(claims, "iat")
+    nbf = _numeric(claims, "nbf")
+    moment = now.timestamp()
+    if exp <= moment - leeway:
+        raise InvalidAccessToken("expired")
+    if iat > moment + leeway or (nbf is not None and nbf > moment + leeway):
+        raise InvalidAccessToken("not yet valid")
+    if max_lifetime is not None and exp - iat > max_lifetime:
+        raise InvalidAccessToken("lifetime longer than any token this issuer signs")
+    return claims
