@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from support.databases import create_pg_schema, drop_pg_schema
 
 from keyturn.cli.main import main
 from keyturn.crypto.access_tokens import verify
 from keyturn.settings import Settings
 from keyturn.wiring import open_engine
+from support.databases import create_pg_schema, drop_pg_schema
 
 SECRET = "s" * 40
 FULL_REFRESH_TOKEN = re.compile(r"kt_rt_[A-Za-z0-9_-]{20,}")
