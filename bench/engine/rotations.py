@@ -330,6 +330,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def line(r: Result) -> str:
+    return (
+        f"{r.store:8} sessions={r.sessions:>9,} processes={r.processes} "
+        f"concurrency={r.concurrency:>3} rotations/s={r.rotations_per_second:8.0f} "
+        f"p50={r.p50_ms:6.2f}ms p99={r.p99_ms:6.2f}ms errors={r.errors or 0}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,12 +373,7 @@ def main() -> None:
                     for processes, concurrency in plan:
                         result = measure(target, size, processes, concurrency, args.seconds, rng)
                         results.append(result)
-                        print(
-                            f"{store:8} sessions={size:>9,} processes={processes} concurrency={concurrency:>3} "
-                            f"rotations/s={result.rotations_per_second:8.0f} p50={result.p50_ms:6.2f}ms "
-                            f"p99={result.p99_ms:6.2f}ms errors={result.errors or 0}",
-                            flush=True,
-                        )
+                        print(line(result), flush=True)
                 finally:
                     dispose(target)
     if args.no_write:
