@@ -131,6 +131,15 @@ async def test_sessions_round_trip_every_field(seeded: tuple[Store, User, Client
     assert await store.get_session(s.id) == s
 
 
+async def test_session_with_user_reads_both_at_once(seeded: tuple[Store, User, Client]) -> None:
+    store, u, c = seeded
+    s = session(u, c)
+    await store.create_session(s, event())
+    assert await store.get_session_with_user(s.id) == (s, u)
+    assert await store.get_session_with_user(SessionId(str(uuid.uuid4()))) is None
+    assert await store.get_session_with_user(SessionId("a\x00b")) is None
+
+
 async def test_advance_generation_is_compare_and_swap(seeded: tuple[Store, User, Client]) -> None:
     store, u, c = seeded
     s = session(u, c)

@@ -96,6 +96,11 @@ class SessionStore(Protocol):
         """The session as last committed, revoked or not; `None` if unknown."""
         ...
 
+    async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
+        """The session and its user, read together (one round trip on the hot path of
+        every rotation); `None` if the session is unknown."""
+        ...
+
     async def advance_generation(
         self,
         session_id: SessionId,

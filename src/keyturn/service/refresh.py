@@ -66,12 +66,10 @@ class Refresher:
         claims = await self._tokens.decode_refresh(refresh_token)
 
         for _ in range(_MAX_ATTEMPTS):
-            session = await self._store.get_session(claims.session_id)
-            if session is None or not self._tokens.salt_matches(claims, session):
+            loaded = await self._store.get_session_with_user(claims.session_id)
+            if loaded is None or not self._tokens.salt_matches(claims, loaded[0]):
                 raise InvalidGrant(detail="unknown session")
-            user = await self._store.get_user(session.user_id)
-            if user is None:
-                raise InvalidGrant(detail="unknown user")
+            session, user = loaded
             now = self._clock.now()
             decision = decide(
                 session,

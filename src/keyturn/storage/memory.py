@@ -130,6 +130,11 @@ class MemoryStore:
     async def get_session(self, session_id: SessionId) -> Session | None:
         return self._sessions.get(session_id)
 
+    async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
+        session = self._sessions.get(session_id)
+        user = self._users.get(session.user_id) if session is not None else None
+        return (session, user) if session is not None and user is not None else None
+
     async def advance_generation(
         self,
         session_id: SessionId,

@@ -40,7 +40,8 @@ def to_db(value: datetime) -> datetime:
 
 def from_db(value: Any) -> datetime:
     moment: datetime = value
-    return moment.astimezone(UTC)
+    # asyncpg hands timestamptz back in UTC already; convert only what is not.
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _placeholders(count: int, start: int = 1) -> str:
@@ -74,6 +75,8 @@ WITH ended AS (
 )
 SELECT count(*) FROM ended
 """  # noqa: S608 - fixed names
+
+_SESSION_WITH_USER = rows.SESSION_WITH_USER.format(param="$1")
 
 _ADVANCE = """
 UPDATE sessions
@@ -132,7 +135,9 @@ class PostgresStore:
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         try:
-            pool = await asyncio.wait_for(self._get_pool(), self._timeout * 2)
+            pool = self._pool
+            if pool is None:
+                pool = await asyncio.wait_for(self._get_pool(), self._timeout * 2)
             async with pool.acquire(timeout=self._timeout) as conn:
                 return await work(conn)
         except asyncpg.UniqueViolationError as error:
@@ -325,6 +330,14 @@ class PostgresStore:
             return None
         row = await self._one("SELECT * FROM sessions WHERE id = $1", session_id)
         return rows.session_from(row, from_db) if row else None
+
+    async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
+        if not rows.storable(session_id):
+            return None
+        row = await self._one(_SESSION_WITH_USER, session_id)
+        if row is None:
+            return None
+        return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
 
     async def advance_generation(
         self,

@@ -77,15 +77,20 @@ def user_values(user: User, to_db: ToDb) -> tuple[Any, ...]:
     )
 
 
-def user_from(row: Row, from_db: FromDb) -> User:
+def user_from(row: Row, from_db: FromDb, prefix: str = "") -> User:
     return User(
-        id=UserId(row["id"]),
-        username=row["username"],
-        password_hash=row["password_hash"],
-        enabled=bool(row["enabled"]),
-        created_at=from_db(row["created_at"]),
-        password_changed_at=from_db(row["password_changed_at"]),
+        id=UserId(row[prefix + "id"]),
+        username=row[prefix + "username"],
+        password_hash=row[prefix + "password_hash"],
+        enabled=bool(row[prefix + "enabled"]),
+        created_at=from_db(row[prefix + "created_at"]),
+        password_changed_at=from_db(row[prefix + "password_changed_at"]),
     )
+
+
+_USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in USER_COLUMNS)
+SESSION_WITH_USER = f"SELECT s.*, {_USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: E501, S608 - fixed names; {param} is a placeholder
+"""A session and its user in one row; the user's columns are prefixed `u_`."""
 
 
 def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:

@@ -278,6 +278,14 @@ class SqliteStore:
         row = await self._one("SELECT * FROM sessions WHERE id = ?", session_id)
         return rows.session_from(row, from_db) if row else None
 
+    async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
+        if not rows.storable(session_id):
+            return None
+        row = await self._one(rows.SESSION_WITH_USER.format(param="?"), session_id)
+        if row is None:
+            return None
+        return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
+
     async def advance_generation(
         self,
         session_id: SessionId,

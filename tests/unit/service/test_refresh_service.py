@@ -151,17 +151,21 @@ async def test_rt09_flipped_character_is_refused_without_touching_the_store(
     flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
     calls: list[str] = []
     store = world.engine.store
-    original = store.get_session
+    original = store.get_session_with_user
 
-    async def counting(session_id: str) -> Session | None:  # type: ignore[misc]
+    async def counting(session_id: str) -> object:
         calls.append(session_id)
         return await original(session_id)  # type: ignore[arg-type]
 
-    store.get_session = counting  # type: ignore[method-assign]
+    store.get_session_with_user = counting  # type: ignore[method-assign, assignment]
+    # The control: the genuine token does reach the store.
+    await world.refresh(token)
+    assert len(calls) == 1
+    calls.clear()
     with pytest.raises(InvalidGrant):
         await world.refresh(flipped)
     assert calls == []
-    assert (await world.session(first)).generation == 0
+    assert (await world.session(first)).generation == 1
 
 
 async def test_future_generation_is_refused_without_revocation(world: World) -> None:
