@@ -78,6 +78,18 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    yield from _database(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_store_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, str | None]]:
+    """Like `store_url`, for what only a database that outlives the process can show."""
+    yield from _database(request, tmp_path)
+
+
+def _database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
     if request.param == "memory":
         yield "memory:", None
     elif request.param == "sqlite":
