@@ -50,14 +50,18 @@ async def _serve(
     conn.send("ready")
     try:
         while True:
-            token = conn.recv()
-            if token is None:
+            message = conn.recv()
+            if message is None:
                 return
+            operation, token = message if isinstance(message, tuple) else ("refresh", message)
             # Everyone reads the session before anyone presents: maximal contention.
             barrier.wait(timeout=60)
 
-            async def present(token: str = token) -> Outcome:
+            async def present(token: str = token, operation: str = operation) -> Outcome:
                 try:
+                    if operation == "logout":
+                        await engine.sessions.logout(token, client)
+                        return ("ok", "logged out")
                     issued = await engine.refresher.refresh(token, client)
                 except KeyturnError as error:
                     return ("error", error.code)
@@ -92,9 +96,11 @@ class Racers:
             assert pipe.recv() == "ready"
         return self
 
-    def race(self, token: str) -> list[Outcome]:
-        for pipe in self.pipes:
-            pipe.send(token)
+    def race(self, *work: str | tuple[str, str]) -> list[Outcome]:
+        """Process i presents `work[i % len(work)]`: a token to refresh, or an
+        (operation, token) pair with operation "refresh" or "logout"."""
+        for i, pipe in enumerate(self.pipes):
+            pipe.send(work[i % len(work)])
         outcomes: list[Outcome] = []
         for pipe in self.pipes:
             if not pipe.poll(120):
