@@ -12,6 +12,8 @@ from keyturn.core.ports import Clock, Store
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
 from keyturn.service.admin import Admin
+from keyturn.service.client_auth import ClientAuthenticator
+from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.login import Login
 from keyturn.service.refresh import Refresher
@@ -45,6 +47,8 @@ class Engine:
     refresher: Refresher
     sessions: Sessions
     admin: Admin
+    clients: ClientAuthenticator
+    client_credentials: ClientCredentialsGrant
 
     async def close(self) -> None:
         await self.store.close()
@@ -128,6 +132,8 @@ async def open_engine(
         login=Login(store, tokens, the_passwords, the_clock, randomness, config),
         refresher=Refresher(store, tokens, the_clock, config),
         sessions=sessions,
+        clients=ClientAuthenticator(store),
+        client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
         admin=Admin(
             store,
             tokens,

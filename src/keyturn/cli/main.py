@@ -14,6 +14,7 @@ from keyturn.cli.demo import demo
 from keyturn.cli.keys import keys
 from keyturn.cli.maintenance import audit, migrate, purge
 from keyturn.cli.runtime import Options, common, mask
+from keyturn.cli.serve import serve
 from keyturn.cli.sessions import sessions
 from keyturn.cli.users import users
 from keyturn.core.errors import KeyturnError, StoreUnavailable
@@ -35,7 +36,7 @@ def keyturn(ctx: click.Context, config: str | None) -> None:
         os.environ["KEYTURN_CONFIG"] = config
 
 
-for command in (users, clients, keys, sessions, audit, migrate, purge, demo):
+for command in (users, clients, keys, sessions, audit, migrate, purge, demo, serve):
     keyturn.add_command(command)
 
 

@@ -1,0 +1,63 @@
+"""Client authentication (RFC 6749 §2.3, OAuth 2.1 §2.4): who is asking.
+
+One answer, `InvalidClient`, for an unknown client, a disabled one, a wrong secret, a
+missing secret, or a secret sent by a public client, after the same work.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from keyturn.core.errors import InvalidClient
+from keyturn.core.ids import ClientId
+from keyturn.core.models import Client
+from keyturn.core.ports import ClientStore
+from keyturn.crypto.client_secrets import hash_secret, verify_secret
+
+MAX_CLIENT_ID_LENGTH = 128
+MAX_SECRET_LENGTH = 256
+
+# Compared against when the client is unknown, so that path costs the same.
+_NO_SUCH_SECRET = hash_secret("no client has this secret")
+
+
+class AuthMethod(enum.StrEnum):
+    BASIC = "client_secret_basic"
+    POST = "client_secret_post"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    client_id: str
+    secret: str | None
+    method: AuthMethod
+
+
+class ClientAuthenticator:
+    def __init__(self, clients: ClientStore) -> None:
+        self._clients = clients
+
+    async def authenticate(self, credentials: ClientCredentials) -> Client:
+        """The client the credentials prove, or `InvalidClient`."""
+        client_id, secret = credentials.client_id, credentials.secret
+        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+            raise InvalidClient(detail="client id missing or too long")
+        if secret is not None and len(secret) > MAX_SECRET_LENGTH:
+            raise InvalidClient(detail="secret too long")
+        client = await self._clients.get_client(ClientId(client_id))
+        if client is None:
+            verify_secret(_NO_SUCH_SECRET, secret or "")
+            raise InvalidClient(detail="unknown client")
+        if client.is_confidential:
+            if secret is None or client.secret_hash is None:
+                raise InvalidClient(detail="confidential client without a secret")
+            if not verify_secret(client.secret_hash, secret):
+                raise InvalidClient(detail="wrong secret")
+        elif secret is not None or credentials.method is not AuthMethod.NONE:
+            # A public client has no secret: one sent anyway is a registration mismatch.
+            raise InvalidClient(detail="public client sent a secret")
+        if not client.enabled:
+            raise InvalidClient(detail="client disabled")
+        return client

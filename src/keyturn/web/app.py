@@ -1,0 +1,103 @@
+"""The ASGI application: routes, the one place errors become HTTP, and the lifespan
+that opens the engine once per worker process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keyturn.core.errors import KeyturnError, StoreUnavailable
+from keyturn.settings import Settings
+from keyturn.web import metadata, oauth_token
+from keyturn.web.forms import BodyTooLarge
+from keyturn.web.responses import error_response, json_response, plain_error
+from keyturn.wiring import Engine, open_engine
+
+log = logging.getLogger("keyturn.web")
+
+Handler = Callable[[Request, Engine], Awaitable[Response]]
+
+
+def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Run `handler` with the engine; turn every failure into an RFC-shaped answer."""
+
+    async def run(request: Request) -> Response:
+        engine: Engine = request.app.state.engine
+        try:
+            return await handler(request, engine)
+        except KeyturnError as error:
+            if error.detail:
+                log.info("refused %s: %s", error.code, error.detail)
+            basic = request.headers.get("authorization", "").lower().startswith("basic")
+            return error_response(error, basic_auth_used=basic)
+        except BodyTooLarge:
+            return plain_error(413, "invalid_request", "The request body is too large.")
+        except Exception:
+            # Never a stack trace to the caller: an id to find it in the log.
+            incident = secrets.token_hex(8)
+            log.exception("unexpected error, incident %s", incident)
+            return plain_error(500, "server_error", f"Unexpected error; incident {incident}.")
+
+    return run
+
+
+async def healthz(request: Request, engine: Engine) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request, engine: Engine) -> Response:
+    try:
+        await engine.store.ping()
+    except StoreUnavailable:
+        return plain_error(
+            503, "temporarily_unavailable", "The database is unreachable.", {"Retry-After": "2"}
+        )
+    return json_response({"status": "ready"})
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)  # noqa: S101 - registered for HTTPException only
+    headers = dict(error.headers or {})
+    code = "invalid_request" if error.status_code < 500 else "server_error"
+    return plain_error(error.status_code, code, str(error.detail), headers)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
+    """The application; it opens its own engine from `settings` unless given one."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.engine = engine or await open_engine(settings)
+        try:
+            yield
+        finally:
+            if engine is None:
+                await app.state.engine.close()
+
+    routes = [
+        Route("/healthz", endpoint(healthz), methods=["GET"]),
+        Route("/readyz", endpoint(readyz), methods=["GET"]),
+        Route(
+            "/.well-known/oauth-authorization-server",
+            endpoint(metadata.authorization_server),
+            methods=["GET"],
+        ),
+        Route("/.well-known/jwks.json", endpoint(metadata.jwks), methods=["GET"]),
+        Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+
+
+def app_from_environment() -> Starlette:
+    """The factory `keyturn serve` gives the server: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,19 @@
+"""What the use cases learn of the request: the device, never a token."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from keyturn.core.models import Device
+from keyturn.service.context import RequestContext
+
+MAX_USER_AGENT = 256
+
+
+def request_context(request: Request) -> RequestContext:
+    # The peer address, not X-Forwarded-For: a header anyone can set is no address.
+    ip = request.client.host if request.client else None
+    agent = request.headers.get("user-agent")
+    if agent is not None:
+        agent = "".join(c for c in agent[:MAX_USER_AGENT] if c.isprintable())
+    return RequestContext(device=Device(user_agent=agent, ip=ip))

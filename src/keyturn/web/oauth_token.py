@@ -1,0 +1,40 @@
+"""POST /oauth/token (RFC 6749 §3.2, §4.4, §5, §6): one handler per grant type."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyturn.core.errors import InvalidRequest, UnsupportedGrantType
+from keyturn.core.scopes import parse_scope
+from keyturn.web.client_credentials import client_credentials
+from keyturn.web.context import request_context
+from keyturn.web.forms import parse_form, read_limited
+from keyturn.web.responses import token_response
+from keyturn.wiring import Engine
+
+
+async def token(request: Request, engine: Engine) -> Response:
+    # OAuth 2.1 §2.4.1: credentials "MUST NOT be included in the request URI"; RFC 6749
+    # §3.2: parameters travel in the form body. A query string is refused outright.
+    if request.url.query:
+        raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
+    body = await read_limited(request.stream(), request.headers.get("content-length"))
+    form = parse_form(request.headers.get("content-type"), body)
+    grant_type = form.get("grant_type")
+    if grant_type is None:
+        raise InvalidRequest("The grant_type parameter is required.")
+    credentials = client_credentials(request.headers.get("authorization"), form)
+    client = await engine.clients.authenticate(credentials)
+    scope = parse_scope(form.get("scope"))
+    if grant_type == "refresh_token":
+        refresh_token = form.get("refresh_token")
+        if refresh_token is None:
+            raise InvalidRequest("The refresh_token parameter is required.")
+        issued = await engine.refresher.refresh(
+            refresh_token, client, scope, request_context(request)
+        )
+        return token_response(issued)
+    if grant_type == "client_credentials":
+        return token_response(await engine.client_credentials.issue(client, scope))
+    raise UnsupportedGrantType

@@ -1,0 +1,100 @@
+"""A started server on each store, seeded with the checklist's fixtures: confidential
+`conf` and `conf2`, public `native` (body) and `spa` (cookie), `cc` (client credentials
+only), users alice and bob."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.settings import Settings
+from keyturn.storage import upgrade
+from keyturn.wiring import open_engine
+from support.databases import create_pg_schema, drop_pg_schema
+from support.engine import PASSWORD
+from support.server import running_server
+
+SECRET = "e2e-master-secret-" + "x" * 20
+SCOPE = frozenset({"read", "write"})
+REFRESHING = {GrantType.PASSWORD, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS}
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    settings: Settings
+    secrets: dict[str, str]
+
+    async def login(self, client_id: str = "native", username: str = "alice") -> str:
+        """A refresh token from a login through the engine on the server's database."""
+        engine = await open_engine(self.settings)
+        try:
+            client = await engine.admin.get_client(client_id)
+            issued = await engine.login.login(username, PASSWORD, client)
+            return issued.refresh_token or ""
+        finally:
+            await engine.close()
+
+    def rt0(self, client_id: str = "native") -> str:
+        return asyncio.run(self.login(client_id))
+
+
+async def _seed(settings: Settings) -> dict[str, str]:
+    engine = await open_engine(settings)
+    try:
+        await engine.admin.add_user("alice", PASSWORD)
+        await engine.admin.add_user("bob", PASSWORD)
+        secrets: dict[str, str] = {}
+        for name in ("conf", "conf2"):
+            made = await engine.admin.add_client(
+                name, ClientType.CONFIDENTIAL, grant_types=REFRESHING, scope=SCOPE, audience=["api"]
+            )
+            secrets[name] = made.secret or ""
+        made = await engine.admin.add_client(
+            "cc", ClientType.CONFIDENTIAL, grant_types={GrantType.CLIENT_CREDENTIALS}, scope=SCOPE
+        )
+        secrets["cc"] = made.secret or ""
+        await engine.admin.add_client(
+            "native",
+            ClientType.PUBLIC,
+            grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
+            scope=SCOPE,
+            delivery=Delivery.BODY,
+        )
+        await engine.admin.add_client(
+            "spa",
+            ClientType.PUBLIC,
+            grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
+            scope=SCOPE,
+            delivery=Delivery.COOKIE,
+        )
+        return secrets
+    finally:
+        await engine.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    env = {"KEYTURN_SECRET_KEY": SECRET, "KEYTURN_GRACE_SECONDS": "10"}
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'keyturn.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        schema = create_pg_schema(url)
+        env["KEYTURN_DB_SCHEMA"] = schema
+    env["KEYTURN_DATABASE_URL"] = url
+    settings = Settings(database_url=url, secret_key=SECRET, db_schema=schema)
+    if request.param == "sqlite":
+        upgrade(url)
+    secrets = asyncio.run(_seed(settings))
+    with running_server(env) as base:
+        yield Server(base, settings, secrets)
+    if schema:
+        drop_pg_schema(url, schema)
