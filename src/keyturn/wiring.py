@@ -15,6 +15,7 @@ from keyturn.service.admin import Admin
 from keyturn.service.client_auth import ClientAuthenticator
 from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.inspection import Inspection
 from keyturn.service.login import Login
 from keyturn.service.refresh import Refresher
 from keyturn.service.sessions import Sessions
@@ -49,6 +50,7 @@ class Engine:
     admin: Admin
     clients: ClientAuthenticator
     client_credentials: ClientCredentialsGrant
+    inspection: Inspection
 
     async def close(self) -> None:
         await self.store.close()
@@ -134,6 +136,7 @@ async def open_engine(
         sessions=sessions,
         clients=ClientAuthenticator(store),
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
+        inspection=Inspection(store, tokens, the_clock, config),
         admin=Admin(
             store,
             tokens,

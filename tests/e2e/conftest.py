@@ -29,17 +29,21 @@ class Server:
     settings: Settings
     secrets: dict[str, str]
 
-    async def login(self, client_id: str = "native", username: str = "alice") -> str:
-        """A refresh token from a login through the engine on the server's database."""
-        engine = await open_engine(self.settings)
+    async def login(self, client_id: str = "native", username: str = "alice") -> tuple[str, str]:
+        """Refresh and access tokens from a login through the engine on the server's
+        database."""
+        engine = await open_engine(Settings(**{**self.settings.model_dump(), "issuer": self.base}))
         try:
             client = await engine.admin.get_client(client_id)
             issued = await engine.login.login(username, PASSWORD, client)
-            return issued.refresh_token or ""
+            return issued.refresh_token or "", issued.access_token
         finally:
             await engine.close()
 
     def rt0(self, client_id: str = "native") -> str:
+        return asyncio.run(self.login(client_id))[0]
+
+    def tokens(self, client_id: str = "native") -> tuple[str, str]:
         return asyncio.run(self.login(client_id))
 
 
@@ -58,6 +62,13 @@ async def _seed(settings: Settings) -> dict[str, str]:
             "cc", ClientType.CONFIDENTIAL, grant_types={GrantType.CLIENT_CREDENTIALS}, scope=SCOPE
         )
         secrets["cc"] = made.secret or ""
+        made = await engine.admin.add_client(
+            "rs",
+            ClientType.CONFIDENTIAL,
+            grant_types={GrantType.CLIENT_CREDENTIALS},
+            can_introspect=True,
+        )
+        secrets["rs"] = made.secret or ""
         await engine.admin.add_client(
             "native",
             ClientType.PUBLIC,

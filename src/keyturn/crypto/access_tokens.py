@@ -105,12 +105,14 @@ def verify(
     keys: Mapping[str, tuple[str, JoseKey]],
     *,
     issuer: str,
-    audience: str,
+    audience: str | None,
     now: datetime,
     leeway: int = 30,
     max_lifetime: int | None = None,
 ) -> dict[str, Any]:
     """The claims of `token` if it is a valid access token (RFC 9068 §4, RFC 8725).
+
+    `audience=None` is for the issuer itself (introspection): any audience it issued.
 
     `keys` maps each published `kid` to its one algorithm and public key; nothing in
     the token picks a key or an algorithm outside it. Raises `InvalidAccessToken` for
@@ -147,7 +149,7 @@ def verify(
 def _check_claims(
     claims: dict[str, Any],
     issuer: str,
-    audience: str,
+    audience: str | None,
     now: datetime,
     leeway: int,
     max_lifetime: int | None,
@@ -159,7 +161,8 @@ def _check_claims(
         raise InvalidAccessToken("wrong issuer")
     aud = claims["aud"]
     audiences = aud if isinstance(aud, list) else [aud]
-    if audience not in [a for a in audiences if isinstance(a, str)]:
+    named = [a for a in audiences if isinstance(a, str) and a]
+    if not named or (audience is not None and audience not in named):
         raise InvalidAccessToken("wrong audience")
     for name in ("sub", "jti", "client_id"):
         if not isinstance(claims[name], str):

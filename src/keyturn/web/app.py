@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from keyturn.core.errors import KeyturnError, StoreUnavailable
 from keyturn.settings import Settings
-from keyturn.web import metadata, oauth_token
+from keyturn.web import metadata, oauth_inspect, oauth_token
 from keyturn.web.forms import BodyTooLarge
 from keyturn.web.responses import error_response, json_response, plain_error
 from keyturn.wiring import Engine, open_engine
@@ -92,6 +92,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         ),
         Route("/.well-known/jwks.json", endpoint(metadata.jwks), methods=["GET"]),
         Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
+        Route("/oauth/revoke", endpoint(oauth_inspect.revoke), methods=["POST"]),
+        Route("/oauth/introspect", endpoint(oauth_inspect.introspect), methods=["POST"]),
     ]
     return Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}

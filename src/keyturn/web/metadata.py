@@ -15,6 +15,9 @@ JWKS_MAX_AGE = 300
 before it signs, and a retired one stays longer after, than this."""
 
 
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
 def metadata(issuer: str) -> dict[str, Any]:
     base = issuer.rstrip("/")
     return {
@@ -24,11 +27,11 @@ def metadata(issuer: str) -> dict[str, Any]:
         # Explicit, because an absent list means ["authorization_code", "implicit"].
         "grant_types_supported": ["refresh_token", "client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
     }
 
 

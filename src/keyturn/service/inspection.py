@@ -1,0 +1,134 @@
+"""Looking at a presented token from outside: revocation (RFC 7009) and introspection
+(RFC 7662), for refresh tokens and access tokens alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidRequest
+from keyturn.core.ids import SessionId
+from keyturn.core.models import Client, RevocationReason, Session
+from keyturn.core.ports import Clock, Store
+from keyturn.crypto.access_tokens import InvalidAccessToken, verify
+from keyturn.crypto.refresh_codec import PREFIX
+from keyturn.service.config import EngineConfig
+from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.tokens import Tokens
+
+INACTIVE: dict[str, Any] = {"active": False}
+"""RFC 7662 §2.2: an inactive token's answer says nothing more, not even why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    session: Session | None
+    client_id: str
+    claims: dict[str, Any] | None
+
+
+class Inspection:
+    def __init__(self, store: Store, tokens: Tokens, clock: Clock, config: EngineConfig) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._clock = clock
+        self._config = config
+
+    async def _find(self, token: str) -> _Found | None:
+        """The session (and claims) a token names, if it is one of ours; else None."""
+        if token.startswith(PREFIX):
+            try:
+                claims = await self._tokens.decode_refresh(token)
+            except InvalidGrant:
+                return None
+            session = await self._store.get_session(claims.session_id)
+            if session is None or not self._tokens.salt_matches(claims, session):
+                return None
+            return _Found(session, session.client_id, {"generation": claims.generation})
+        ring = await self._tokens.ring()
+        try:
+            at_claims = verify(
+                token,
+                ring.verification_keys,
+                issuer=self._config.issuer,
+                audience=None,
+                now=self._clock.now(),
+                leeway=0,
+                max_lifetime=self._config.lifetimes.access_token_ttl + 60,
+            )
+        except InvalidAccessToken:
+            return None
+        sid = at_claims.get("sid")
+        session = await self._store.get_session(SessionId(sid)) if isinstance(sid, str) else None
+        return _Found(session, str(at_claims["client_id"]), at_claims)
+
+    async def revoke(
+        self, token: str, client: Client, context: RequestContext = NO_CONTEXT
+    ) -> None:
+        """RFC 7009 §2.1: end the session of a refresh or access token of `client`.
+
+        Unknown, malformed or expired tokens succeed silently (§2.2). A token of another
+        client is refused for a confidential caller (`invalid_request`) and ignored for a
+        public one, and stays live either way: one client never ends another's session.
+        """
+        found = await self._find(token)
+        if found is None or found.session is None:
+            return
+        if found.client_id != client.id:
+            if client.is_confidential:
+                raise InvalidRequest("The token was not issued to this client.")
+            return
+        now = self._clock.now()
+        await self._store.revoke_session(
+            found.session.id,
+            RevocationReason.TOKEN_REVOKED,
+            now,
+            SecurityEvent(
+                type=EventType.SESSION_REVOKED,
+                at=now,
+                user_id=found.session.user_id,
+                client_id=client.id,
+                session_id=found.session.id,
+                reason=RevocationReason.TOKEN_REVOKED.value,
+                device=context.device,
+            ),
+        )
+
+    async def introspect(self, token: str, caller: Client) -> dict[str, Any]:
+        """RFC 7662 §2.2 for `token`, asked by an authenticated `caller`: a resource
+        server registered to introspect, or the client the token was issued to."""
+        found = await self._find(token)
+        if found is None:
+            if not caller.can_introspect:
+                raise InvalidClient(detail="client may not introspect")
+            return INACTIVE
+        if not caller.can_introspect and caller.id != found.client_id:
+            raise InvalidClient(detail="client may not introspect")
+        now = self._clock.now()
+        session = found.session
+        live = session is not None and not session.revoked and now < session.idle_expires_at
+        if session is not None and now >= session.absolute_expires_at:
+            live = False
+        if found.claims is not None and "generation" in found.claims:
+            if session is None or not live or found.claims["generation"] != session.generation:
+                return INACTIVE
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "client_id": session.client_id,
+                "sub": session.user_id,
+                "scope": " ".join(sorted(session.scope)),
+                "exp": int(session.idle_expires_at.timestamp()),
+                "iss": self._config.issuer,
+                "sid": session.id,
+            }
+        claims = found.claims or {}
+        # A session's access token dies with the session; a client's own has none.
+        if "sid" in claims and not live:
+            return INACTIVE
+        answer = {"active": True, "token_type": "Bearer"}
+        for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "sid"):
+            if name in claims:
+                answer[name] = claims[name]
+        return answer
