@@ -20,6 +20,7 @@ from support.server import running_server
 
 SECRET = "e2e-master-secret-" + "x" * 20
 SCOPE = frozenset({"read", "write"})
+ORIGIN = "https://app.test"
 REFRESHING = {GrantType.PASSWORD, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS}
 
 
@@ -82,6 +83,7 @@ async def _seed(settings: Settings) -> dict[str, str]:
             grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
             scope=SCOPE,
             delivery=Delivery.COOKIE,
+            allowed_origins=[ORIGIN],
         )
         return secrets
     finally:

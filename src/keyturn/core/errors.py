@@ -68,6 +68,14 @@ class PasswordRejected(KeyturnError):
     default_public = "The new password does not meet the password policy."
 
 
+class InvalidToken(KeyturnError):
+    """A bearer access token that is missing, invalid, expired or of an ended session
+    (RFC 6750 §3.1)."""
+
+    code = "invalid_token"
+    default_public = "The access token is invalid or expired."
+
+
 class NotFound(KeyturnError):
     code = "not_found"
     default_public = "No such object."
@@ -112,6 +120,7 @@ ALL_ERRORS: tuple[type[KeyturnError], ...] = (
     InvalidScope,
     LoginFailed,
     PasswordRejected,
+    InvalidToken,
     NotFound,
     AlreadyExists,
     RateLimited,

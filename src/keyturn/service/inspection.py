@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyturn.core.audit import EventType, SecurityEvent
-from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidRequest
+from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidToken
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, RevocationReason, Session
 from keyturn.core.ports import Clock, Store
@@ -62,6 +62,23 @@ class Inspection:
         sid = at_claims.get("sid")
         session = await self._store.get_session(SessionId(sid)) if isinstance(sid, str) else None
         return _Found(session, str(at_claims["client_id"]), at_claims)
+
+    async def bearer_session(self, token: str | None) -> Session:
+        """The live session a bearer access token belongs to (first-party endpoints
+        that act for the user): `InvalidToken` for anything else."""
+        if not token or token.startswith(PREFIX):
+            raise InvalidToken
+        found = await self._find(token)
+        session = found.session if found is not None else None
+        now = self._clock.now()
+        if (
+            session is None
+            or session.revoked
+            or now >= session.idle_expires_at
+            or now >= session.absolute_expires_at
+        ):
+            raise InvalidToken
+        return session
 
     async def revoke(
         self, token: str, client: Client, context: RequestContext = NO_CONTEXT

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from keyturn.core.errors import KeyturnError, StoreUnavailable
 from keyturn.settings import Settings
-from keyturn.web import metadata, oauth_inspect, oauth_token
+from keyturn.web import first_party, metadata, oauth_inspect, oauth_token
 from keyturn.web.forms import BodyTooLarge
 from keyturn.web.responses import error_response, json_response, plain_error
 from keyturn.wiring import Engine, open_engine
@@ -94,6 +94,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
         Route("/oauth/revoke", endpoint(oauth_inspect.revoke), methods=["POST"]),
         Route("/oauth/introspect", endpoint(oauth_inspect.introspect), methods=["POST"]),
+        Route("/auth/login", endpoint(first_party.login), methods=["POST"]),
+        Route("/auth/refresh", endpoint(first_party.refresh), methods=["POST"]),
+        Route("/auth/logout", endpoint(first_party.logout), methods=["POST"]),
+        Route("/auth/logout-all", endpoint(first_party.logout_all), methods=["POST"]),
+        Route("/auth/sessions", endpoint(first_party.list_sessions), methods=["GET"]),
+        Route("/auth/sessions/{sid}", endpoint(first_party.end_session), methods=["DELETE"]),
+        Route("/auth/password", endpoint(first_party.change_password), methods=["POST"]),
     ]
     return Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.KeyturnError], int] = {
     errors.InvalidScope: 400,
     errors.LoginFailed: 401,
     errors.PasswordRejected: 400,
+    errors.InvalidToken: 401,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.RateLimited: 429,
@@ -37,6 +38,16 @@ STATUS: dict[type[errors.KeyturnError], int] = {
 """Each error class's status; a test proves every class in `errors.ALL_ERRORS` is here."""
 
 RETRY_AFTER_UNAVAILABLE = 2
+
+
+class CrossSiteRefused(errors.InvalidRequest):
+    """A cookie-authenticated request without the CSRF proof or from a foreign origin:
+    answered 403 `invalid_request`."""
+
+    default_public = "Cross-site request refused."
+
+
+STATUS[CrossSiteRefused] = 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +71,15 @@ def error_body(code: str, description: str | None) -> bytes:
 
 def to_response(error: errors.KeyturnError, *, basic_auth_used: bool = False) -> ErrorResponse:
     """The HTTP answer to a domain error."""
-    status = STATUS[type(error)]
+    status = next(STATUS[kind] for kind in type(error).__mro__ if kind in STATUS)
     headers = {"Content-Type": "application/json", **NO_STORE}
     if isinstance(error, errors.InvalidClient) and basic_auth_used:
         # RFC 6749 §5.2: a failed Authorization-header authentication MUST get 401
         # with a WWW-Authenticate of the scheme the client used.
         headers["WWW-Authenticate"] = 'Basic realm="keyturn", charset="UTF-8"'
+    if isinstance(error, errors.InvalidToken):
+        # RFC 6750 §3: the challenge names the scheme and the error.
+        headers["WWW-Authenticate"] = 'Bearer realm="keyturn", error="invalid_token"'
     if isinstance(error, errors.RateLimited):
         headers["Retry-After"] = str(max(1, error.retry_after))
     if status == 503:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyturn.core import errors
-from keyturn.web.errors import STATUS, clean_description, to_response
+from keyturn.web.errors import STATUS, CrossSiteRefused, clean_description, to_response
 from keyturn.web.forms import (
     MAX_BODY,
     BodyTooLarge,
@@ -24,7 +24,15 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def test_every_domain_error_is_mapped_to_a_status() -> None:
-    assert set(STATUS) == set(errors.ALL_ERRORS)
+    assert set(errors.ALL_ERRORS) <= set(STATUS)
+    assert set(STATUS) - set(errors.ALL_ERRORS) == {CrossSiteRefused}
+
+
+def test_bearer_errors_carry_the_rfc_6750_challenge_and_csrf_is_403() -> None:
+    invalid = to_response(errors.InvalidToken())
+    assert invalid.status == 401
+    assert invalid.headers["WWW-Authenticate"] == 'Bearer realm="keyturn", error="invalid_token"'
+    assert to_response(CrossSiteRefused()).status == 403
 
 
 def test_error_body_is_rfc_shaped_and_not_cached() -> None:

@@ -1,0 +1,218 @@
+"""The first-party API: /auth/login, /auth/refresh, /auth/logout, /auth/logout-all,
+/auth/sessions, /auth/password. JSON in, RFC 6749 §5.1/§5.2-shaped JSON out.
+
+A client registered with `--delivery body` gets its refresh token in the body; one
+registered with `--delivery cookie` only ever in a `__Host-` cookie (Secure, HttpOnly,
+SameSite=Strict, Path=/), and a request authenticated by that cookie must carry the
+custom header `X-Keyturn-CSRF` (which a cross-site form cannot send and a cross-site
+fetch cannot send without a preflight we never grant) and, when it has one, an Origin
+the client registered. SameSite is defence in depth, not the defence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyturn.core.errors import InvalidGrant, InvalidRequest
+from keyturn.core.models import Client, Delivery, RevocationReason
+from keyturn.core.scopes import parse_scope
+from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.results import IssuedTokens
+from keyturn.web.context import request_context
+from keyturn.web.errors import NO_STORE, CrossSiteRefused
+from keyturn.web.forms import parse_json_object, read_limited, text_field
+from keyturn.web.responses import json_response, token_response
+from keyturn.wiring import Engine
+
+COOKIE = "__Host-keyturn_rt"
+CSRF_HEADER = "x-keyturn-csrf"
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    if request.url.query:
+        raise InvalidRequest("Send the parameters in the JSON body, not the URL.")
+    body = await read_limited(request.stream(), request.headers.get("content-length"))
+    return parse_json_object(request.headers.get("content-type"), body)
+
+
+async def _client(engine: Engine, data: dict[str, Any]) -> Client:
+    client_id = text_field(data, "client_id", max_length=128) or ""
+    secret = text_field(data, "client_secret", required=False, max_length=256)
+    method = AuthMethod.POST if secret is not None else AuthMethod.NONE
+    return await engine.clients.authenticate(ClientCredentials(client_id, secret, method))
+
+
+def _set_cookie(response: Response, issued: IssuedTokens) -> None:
+    assert issued.refresh_expires_at is not None  # noqa: S101 - a session's grant has one
+    now = datetime.now(UTC)
+    max_age = max(0, int((issued.refresh_expires_at - now).total_seconds()))
+    response.set_cookie(
+        COOKIE,
+        issued.refresh_token or "",
+        max_age=max_age,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _clear_cookie(response: Response) -> None:
+    # Deleting a __Host- cookie needs the same Secure and Path=/, or the browser keeps it.
+    response.set_cookie(
+        COOKIE, "", max_age=0, path="/", secure=True, httponly=True, samesite="strict"
+    )
+
+
+def _answer(issued: IssuedTokens, client: Client, engine: Engine) -> Response:
+    if client.delivery is Delivery.COOKIE:
+        response = token_response(issued, include_refresh_token=False)
+        _set_cookie(response, issued)
+        return response
+    return token_response(issued)
+
+
+def _check_cross_site(request: Request, client: Client) -> None:
+    """The CSRF defence for cookie-authenticated requests."""
+    if request.headers.get(CSRF_HEADER) != "1":
+        raise CrossSiteRefused(detail="missing CSRF header")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise CrossSiteRefused(detail="cross-site fetch")
+    origin = request.headers.get("origin")
+    if origin is not None and origin not in client.allowed_origins:
+        raise CrossSiteRefused(detail="foreign origin")
+
+
+def _presented_refresh_token(request: Request, data: dict[str, Any], client: Client) -> str:
+    """The refresh token of a refresh or logout: from the cookie (cookie clients, with
+    the CSRF checks) or the body (body clients), never both."""
+    in_body = text_field(data, "refresh_token", required=False)
+    in_cookie = request.cookies.get(COOKIE)
+    if in_body is not None and in_cookie:
+        raise InvalidRequest("Send the refresh token once: cookie or body, not both.")
+    if client.delivery is Delivery.COOKIE:
+        if not in_cookie:
+            raise InvalidRequest("The refresh cookie is missing.")
+        _check_cross_site(request, client)
+        return in_cookie
+    if in_body is None:
+        raise InvalidRequest("The refresh_token field is required.")
+    return in_body
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def login(request: Request, engine: Engine) -> Response:
+    data = await _json(request)
+    client = await _client(engine, data)
+    if client.delivery is Delivery.COOKIE:
+        _check_cross_site(request, client)
+    username = text_field(data, "username", max_length=256) or ""
+    password = text_field(data, "password", max_length=4096) or ""
+    device_name = text_field(data, "device_name", required=False, max_length=100)
+    scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
+    previous = request.cookies.get(COOKIE) if client.delivery is Delivery.COOKIE else None
+    previous = previous or text_field(data, "previous_refresh_token", required=False)
+    issued = await engine.login.login(
+        username,
+        password,
+        client,
+        scope=scope,
+        device_name=device_name,
+        previous_refresh_token=previous,
+        context=request_context(request),
+    )
+    return _answer(issued, client, engine)
+
+
+async def refresh(request: Request, engine: Engine) -> Response:
+    data = await _json(request)
+    client = await _client(engine, data)
+    token = _presented_refresh_token(request, data, client)
+    scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
+    issued = await engine.refresher.refresh(token, client, scope, request_context(request))
+    return _answer(issued, client, engine)
+
+
+async def logout(request: Request, engine: Engine) -> Response:
+    data = await _json(request)
+    client = await _client(engine, data)
+    try:
+        token = _presented_refresh_token(request, data, client)
+    except InvalidRequest as missing:
+        if isinstance(missing, CrossSiteRefused) or client.delivery is Delivery.BODY:
+            raise
+        token = None  # no cookie: already logged out, nothing to end
+    if token is not None:
+        # A dead, garbage or foreign token: nothing of this client's is left to end, and
+        # the purpose of the request is achieved. A failing store still answers 503.
+        with contextlib.suppress(InvalidGrant):
+            await engine.sessions.logout(token, client, request_context(request))
+    response = Response(status_code=204, headers=dict(NO_STORE))
+    if client.delivery is Delivery.COOKIE:
+        _clear_cookie(response)
+    return response
+
+
+async def logout_all(request: Request, engine: Engine) -> Response:
+    session = await engine.inspection.bearer_session(_bearer(request))
+    await engine.sessions.end_all(session.user_id, context=request_context(request))
+    response = Response(status_code=204, headers=dict(NO_STORE))
+    _clear_cookie(response)
+    return response
+
+
+async def list_sessions(request: Request, engine: Engine) -> Response:
+    current = await engine.inspection.bearer_session(_bearer(request))
+    found = await engine.sessions.list_for(current.user_id)
+    return json_response(
+        [
+            {
+                "sid": s.id,
+                "client_id": s.client_id,
+                "device": {
+                    "name": s.device.name,
+                    "user_agent": s.device.user_agent,
+                    "ip": s.device.ip,
+                },
+                "created_at": s.created_at.isoformat(),
+                "last_used_at": s.last_used_at.isoformat(),
+                "current": s.id == current.id,
+            }
+            for s in found
+        ],
+        headers=dict(NO_STORE),
+    )
+
+
+async def end_session(request: Request, engine: Engine) -> Response:
+    current = await engine.inspection.bearer_session(_bearer(request))
+    sid = request.path_params["sid"]
+    if not isinstance(sid, str) or len(sid) > 64 or "\x00" in sid:
+        raise InvalidRequest("Malformed session id.")
+    await engine.sessions.end_by_id(
+        sid,  # type: ignore[arg-type]
+        RevocationReason.LOGOUT,
+        owner=current.user_id,
+        context=request_context(request),
+    )
+    return Response(status_code=204, headers=dict(NO_STORE))
+
+
+async def change_password(request: Request, engine: Engine) -> Response:
+    current = await engine.inspection.bearer_session(_bearer(request))
+    data = await _json(request)
+    old = text_field(data, "current_password", max_length=4096) or ""
+    new = text_field(data, "new_password", max_length=4096) or ""
+    ended = await engine.sessions.change_password(
+        current.user_id, old, new, keep=current.id, context=request_context(request)
+    )
+    return json_response({"sessions_ended": len(ended)}, headers=dict(NO_STORE))
