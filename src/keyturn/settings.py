@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     db_pool_size: Annotated[int, Field(gt=0, le=200)] = Field(
         10, description="Connections per process to PostgreSQL."
     )
+    login_failures_per_account: Annotated[int, Field(ge=1)] = Field(
+        5,
+        description="Failed logins of one account within `login_lockout_seconds` before "
+        "it is refused with 429 (even with the right password) until the window ends.",
+    )
+    login_lockout_seconds: Annotated[int, Field(ge=1)] = Field(
+        900, description="The window of `login_failures_per_account`."
+    )
+    login_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
+        60, description="Login attempts per client IP address per minute."
+    )
+    token_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
+        1200,
+        description="Requests to the token, revocation and introspection endpoints per "
+        "client id per minute, counted before client authentication.",
+    )
     purge_retention: Annotated[int, Field(ge=0)] = Field(
         7 * DAY,
         description="How long ended sessions are kept (for `sessions list` and the "

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keyturn.core.models import Lifetimes
-from keyturn.core.ports import Clock, Store
+from keyturn.core.ports import Clock, RateLimiter, Store
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
 from keyturn.service.admin import Admin
@@ -22,6 +22,7 @@ from keyturn.service.sessions import Sessions
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
 from keyturn.storage import open_store, upgrade
+from keyturn.storage.limits import MemoryLimiter, RedisLimiter
 
 SECRET_FILE_NAME = "keyturn.secret"
 
@@ -48,12 +49,15 @@ class Engine:
     refresher: Refresher
     sessions: Sessions
     admin: Admin
+    limiter: RateLimiter
     clients: ClientAuthenticator
     client_credentials: ClientCredentialsGrant
     inspection: Inspection
 
     async def close(self) -> None:
         await self.store.close()
+        if isinstance(self.limiter, RedisLimiter):
+            await self.limiter.close()
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -67,6 +71,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         ),
         grace_seconds=settings.grace_seconds,
         reuse_revokes=ReuseScope(settings.reuse_revokes.value),
+        login_failures_per_account=settings.login_failures_per_account,
+        login_lockout_seconds=settings.login_lockout_seconds,
     )
 
 
@@ -116,6 +122,9 @@ async def open_engine(
         schema=schema or settings.db_schema,
     )
     the_passwords = passwords or Passwords()
+    limiter: RateLimiter = (
+        RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
+    )
     tokens = Tokens(
         store,
         Sealer(master_secret(settings)),
@@ -131,7 +140,8 @@ async def open_engine(
         config=config,
         store=store,
         tokens=tokens,
-        login=Login(store, tokens, the_passwords, the_clock, randomness, config),
+        login=Login(store, tokens, the_passwords, the_clock, randomness, config, limiter),
+        limiter=limiter,
         refresher=Refresher(store, tokens, the_clock, config),
         sessions=sessions,
         clients=ClientAuthenticator(store),

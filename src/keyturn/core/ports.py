@@ -179,6 +179,17 @@ class AuditLog(Protocol):
         ...
 
 
+class RateLimiter(Protocol):
+    async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
+        """Count one event for `key` in the current window. Returns None while the
+        count is within `limit`, else the seconds until the window ends."""
+        ...
+
+    async def peek(self, key: str, limit: int, window_seconds: int) -> int | None:
+        """Like `hit` without counting: the seconds to wait if `key` is over `limit`."""
+        ...
+
+
 class Store(UserStore, ClientStore, SessionStore, KeyStore, AuditLog, Protocol):
     """Everything keyturn persists, behind one connection pool."""
 

@@ -24,6 +24,8 @@ class EngineConfig:
     lifetimes: Lifetimes
     grace_seconds: int
     reuse_revokes: ReuseScope = ReuseScope.SESSION
+    login_failures_per_account: int = 5
+    login_lockout_seconds: int = 900
     key_refresh_seconds: int = 30
     """How often a process re-reads the key table to learn of a rotation elsewhere."""
 

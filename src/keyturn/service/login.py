@@ -13,11 +13,12 @@ from keyturn.core.errors import (
     InvalidRequest,
     InvalidScope,
     LoginFailed,
+    RateLimited,
     UnauthorizedClient,
 )
 from keyturn.core.ids import SessionId, UserId
 from keyturn.core.models import Client, Device, GrantType, RevocationReason, Session, User
-from keyturn.core.ports import Clock, Randomness, Store
+from keyturn.core.ports import Clock, Randomness, RateLimiter, Store
 from keyturn.core.rotation import is_reuse
 from keyturn.core.scopes import Scope, narrow
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords
@@ -40,7 +41,9 @@ class Login:
         clock: Clock,
         randomness: Randomness,
         config: EngineConfig,
+        limiter: RateLimiter,
     ) -> None:
+        self._limiter = limiter
         self._store = store
         self._tokens = tokens
         self._passwords = passwords
@@ -80,8 +83,16 @@ class Login:
         if granted is None:
             raise InvalidScope
 
+        # Counted per account, not per address: rotating X-Forwarded-For or a botnet
+        # gains nothing. Refused even with the right password until the window ends.
+        account = f"login-failures:{username.casefold()}"
+        limit, window = self._config.login_failures_per_account, self._config.login_lockout_seconds
+        retry_after = await self._limiter.peek(account, limit, window)
+        if retry_after is not None:
+            raise RateLimited(retry_after, detail="account locked after failed logins")
         user = await self._store.find_user(username) if "\x00" not in username else None
         if not await self._verify(user, password):
+            await self._limiter.hit(account, limit, window)
             await self._store.record(
                 SecurityEvent(
                     type=EventType.LOGIN_FAILED,

@@ -26,6 +26,7 @@ from keyturn.service.results import IssuedTokens
 from keyturn.web.context import request_context
 from keyturn.web.errors import NO_STORE, CrossSiteRefused
 from keyturn.web.forms import parse_json_object, read_limited, text_field
+from keyturn.web.limits import limit_login_address
 from keyturn.web.responses import json_response, token_response
 from keyturn.wiring import Engine
 
@@ -111,6 +112,7 @@ def _bearer(request: Request) -> str | None:
 
 
 async def login(request: Request, engine: Engine) -> Response:
+    await limit_login_address(engine, request)
     data = await _json(request)
     client = await _client(engine, data)
     if client.delivery is Delivery.COOKIE:

@@ -11,6 +11,7 @@ from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
 from keyturn.web.errors import NO_STORE
 from keyturn.web.forms import parse_form, read_limited
+from keyturn.web.limits import limit_client
 from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
@@ -21,9 +22,9 @@ async def _authenticated(request: Request, engine: Engine) -> tuple[Client, str]
     body = await read_limited(request.stream(), request.headers.get("content-length"))
     form = parse_form(request.headers.get("content-type"), body)
     # RFC 7009 §2.1, RFC 7662 §2.1: the client is authenticated first.
-    client = await engine.clients.authenticate(
-        client_credentials(request.headers.get("authorization"), form)
-    )
+    credentials = client_credentials(request.headers.get("authorization"), form)
+    await limit_client(engine, credentials.client_id)
+    client = await engine.clients.authenticate(credentials)
     token = form.get("token")
     if token is None:
         raise InvalidRequest("The token parameter is required.")

@@ -10,6 +10,7 @@ from keyturn.core.scopes import parse_scope
 from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
 from keyturn.web.forms import parse_form, read_limited
+from keyturn.web.limits import limit_client
 from keyturn.web.responses import token_response
 from keyturn.wiring import Engine
 
@@ -25,6 +26,7 @@ async def token(request: Request, engine: Engine) -> Response:
     if grant_type is None:
         raise InvalidRequest("The grant_type parameter is required.")
     credentials = client_credentials(request.headers.get("authorization"), form)
+    await limit_client(engine, credentials.client_id)
     client = await engine.clients.authenticate(credentials)
     scope = parse_scope(form.get("scope"))
     if grant_type == "refresh_token":
