@@ -6,15 +6,37 @@ generation = p` in autocommit. No row lock is ever held across the network. A
 revocation and its audit row are one statement (a data-modifying CTE), committed even
 though the request that decided it will fail.
 
-Every failure to get an answer in time (connection refused or lost, statement or lock
-timeout, serialization failure, pool exhausted) is `StoreUnavailable`: the caller
-answers 503 and issues nothing. The pool replaces broken connections by itself, so the
-first request after the database returns succeeds.
+Every timeout derives from the one `timeout` (seconds) the operator sets:
+
+| what | bound | on expiry |
+| --- | --- | --- |
+| connecting (asyncpg `timeout`) | `timeout` | `TimeoutError` |
+| waiting for a pooled connection | `timeout` | `TimeoutError` |
+| opening the pool (first use) | 2 × `timeout` | `TimeoutError` |
+| `statement_timeout` (server side) | `timeout` | `QueryCanceledError` |
+| `lock_timeout` (server side) | `timeout` | `LockNotAvailableError` |
+| `command_timeout` (client side) | 2 × `timeout` | `TimeoutError` |
+| `idle_in_transaction_session_timeout` | 4 × `timeout` | the server ends the session |
+
+The server's own timeouts fire first, so a slow statement or a held row lock ends with
+a clean error on a connection that stays usable; the client-side timeout is the backstop
+for a server or network that stops answering at all. A process frozen inside a
+transaction loses its session, and its row locks, after 4 × `timeout`.
+
+Every failure to get an answer in time is `StoreUnavailable`: the caller answers 503
+and issues nothing. The pool drops a broken connection and opens a new one on the next
+acquire, so the store recovers by itself when the database returns; the pool itself is
+opened at first use, so a process also starts while the database is down.
+
+PostgreSQL `text` cannot hold NUL, and UTF-8 cannot hold a lone surrogate: a lookup by
+such a key finds nothing without asking the database; an insert holding one is
+`InvalidRequest`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -22,9 +44,15 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import asyncpg
 
 from keyturn.core.audit import RecordedEvent, SecurityEvent
-from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
+from keyturn.core.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    KeyturnError,
+    NotFound,
+    StoreUnavailable,
+)
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
-from keyturn.core.models import Client, RevocationReason, Session, StoredKey, User
+from keyturn.core.models import Client, Device, RevocationReason, Session, StoredKey, User
 from keyturn.storage import rows
 
 if TYPE_CHECKING:
@@ -32,6 +60,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Work: TypeAlias = Callable[[Conn], Awaitable[T]]
 
 
 def to_db(value: datetime) -> datetime:
@@ -44,110 +73,336 @@ def from_db(value: Any) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+# SQL. Table and column names are this module's constants, never input.
+
+
 def _placeholders(count: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 
 
-def _insert(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_placeholders(len(columns))})"  # noqa: S608 - fixed names
+def _insert(table: str, columns: Sequence[str], start: int = 1) -> str:
+    names = ", ".join(columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({_placeholders(len(columns), start)})"  # noqa: S608 - fixed names
 
 
-_INSERT_USER = _insert("users", rows.USER_COLUMNS)
-_INSERT_CLIENT = _insert("clients", rows.CLIENT_COLUMNS)
-_INSERT_SESSION = _insert("sessions", rows.SESSION_COLUMNS)
+_EVENT_ARGS = len(rows.EVENT_COLUMNS)
 _INSERT_EVENT = _insert("audit_events", rows.EVENT_COLUMNS)
+
+
+def _with_event(insert_row: str) -> str:
+    """One statement that inserts a row and records its event: both commit, or neither
+    (a unique violation records nothing). The event's values come first ($1..$11)."""
+    return f"WITH written AS ({insert_row}) {_INSERT_EVENT}"
+
+
+_ADD_USER = _with_event(_insert("users", rows.USER_COLUMNS, _EVENT_ARGS + 1))
+_ADD_CLIENT = _with_event(_insert("clients", rows.CLIENT_COLUMNS, _EVENT_ARGS + 1))
+_CREATE_SESSION = _with_event(_insert("sessions", rows.SESSION_COLUMNS, _EVENT_ARGS + 1))
 _UPSERT_KEY = (
     _insert("signing_keys", rows.KEY_COLUMNS)
     + " ON CONFLICT (kid) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in rows.KEY_COLUMNS if c != "kid")
 )
-_EVENT_ARGS = len(rows.EVENT_COLUMNS)
 
-# Revoke and record in one statement: both commit, or neither.
-_REVOKE_ONE = f"""
+_REVOKED_AT = f"${_EVENT_ARGS + 1}"
+_REASON = f"${_EVENT_ARGS + 2}"
+_FIRST_KEY = _EVENT_ARGS + 3
+
+
+def _revoke_and_record(where: str) -> str:
+    """One statement that revokes the live sessions `where` selects and records the
+    event, returning the revoked ids: the revocation and its audit row commit together,
+    in autocommit, even though the request that decided them will fail. Parameters: the
+    event ($1..$11), `revoked_at`, the reason, then `where`'s own from $14."""
+    return f"""
 WITH ended AS (
-    UPDATE sessions SET revoked_at = ${_EVENT_ARGS + 2}, revoked_reason = ${_EVENT_ARGS + 3}
-    WHERE id = ${_EVENT_ARGS + 1} AND revoked_at IS NULL
+    UPDATE sessions SET revoked_at = {_REVOKED_AT}, revoked_reason = {_REASON}
+    WHERE revoked_at IS NULL AND {where}
     RETURNING id
-), recorded AS (
-    INSERT INTO audit_events ({", ".join(rows.EVENT_COLUMNS)})
-    VALUES ({_placeholders(_EVENT_ARGS)})
+), recorded AS ({_INSERT_EVENT})
+SELECT id FROM ended
+"""  # noqa: S608 - `where` is one of this module's fixed clauses
+
+
+_REVOKE_SESSION = _revoke_and_record(f"id = ${_FIRST_KEY}")
+_REVOKE_USER_SESSIONS = _revoke_and_record(
+    f"user_id = ${_FIRST_KEY} AND id IS DISTINCT FROM ${_FIRST_KEY + 1}"
 )
-SELECT count(*) FROM ended
-"""  # noqa: S608 - fixed names
+# Inside the state-changing transactions: $1 revoked_at, $2 reason, then the keys.
+_REVOKE_LIVE = (
+    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 "
+    "WHERE revoked_at IS NULL AND {where} RETURNING id"
+)
 
 _SESSION_WITH_USER = rows.SESSION_WITH_USER.format(param="$1")
 
+# The rotation. A compare-and-swap rather than `SELECT ... FOR UPDATE` then `UPDATE`:
+# one round trip, and no row lock held while the answer crosses the network. Of N
+# concurrent presenters of generation p, PostgreSQL lets exactly one UPDATE match: the
+# others wait for its row lock, re-check `generation = $2` on the new row version, find
+# p + 1 and change nothing (READ COMMITTED re-evaluation). `revoked_at IS NULL` makes a
+# committed revocation final: no rotation can follow it. The columns set here carry no
+# index, so the update is HOT and touches no index page.
 _ADVANCE = """
 UPDATE sessions
 SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $4
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
 
+# FOR UPDATE SKIP LOCKED: a row being rotated or revoked right now is left for the next
+# batch, so the purge never waits on, or deadlocks with, the hot path. Without an index
+# on idle_expires_at (one would make every rotation a non-HOT update) this scans until
+# it has a batch; the purge is a background chore, the rotation is not.
+_PURGE = """
+DELETE FROM sessions WHERE id IN (
+    SELECT id FROM sessions
+    WHERE revoked_at < $1 OR idle_expires_at < $1 OR absolute_expires_at < $1
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# Separate statements rather than `($1 IS NULL OR col = $1)`: once PostgreSQL switches a
+# prepared statement to its generic plan, such a disjunction can no longer use the index.
+_SESSIONS_OF_USER = (
+    "SELECT * FROM sessions WHERE user_id = $1 AND ($2 OR revoked_at IS NULL) "
+    "ORDER BY created_at DESC, id DESC"
+)
+_ALL_SESSIONS = (
+    "SELECT * FROM sessions WHERE ($1 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"
+)
+
+# Oldest first, by the filters given: (by type, since).
+_LIST_EVENTS = {
+    (False, False): "SELECT * FROM audit_events ORDER BY id LIMIT $1",
+    (True, False): "SELECT * FROM audit_events WHERE type = $1 ORDER BY id LIMIT $2",
+    (False, True): "SELECT * FROM audit_events WHERE at >= $1 ORDER BY id LIMIT $2",
+    (True, True): "SELECT * FROM audit_events WHERE type = $1 AND at >= $2 ORDER BY id LIMIT $3",
+}
+
+
+# Error mapping.
+
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
+    OSError,  # refused, reset, unreachable, TLS failures
+    TimeoutError,  # connect, pool acquire, command_timeout (asyncio's is this one)
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection was lost or refused
+    asyncpg.InterfaceError,  # the pool or the connection is closed
+    asyncpg.InternalClientError,  # the protocol was caught consuming the server's goodbye
+    asyncpg.OperatorInterventionError,  # 57xxx: statement_timeout, admin shutdown, starting up
+    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.TransactionRollbackError,  # 40001 serialization failure, 40P01 deadlock
+    asyncpg.InsufficientResourcesError,  # 53xxx: too many connections, disk full
+    asyncpg.IdleInTransactionSessionTimeoutError,  # 25P03
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: pointed at a standby during a failover
+    asyncpg.PostgresSystemError,  # 58xxx: I/O error on the server
+    asyncpg.InvalidCachedStatementError,  # a migration changed a table under a statement
+)
+
+# asyncpg raises these before a byte of the statement leaves (a connection found closed,
+# a protocol still consuming the server's goodbye): nothing ran, so any operation may run
+# again on another connection.
+_NEVER_SENT: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
-    asyncpg.QueryCanceledError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.InternalClientError,
+)
+
+# The connection died with the statement in flight. A read may simply run again; a write
+# may have committed, so it is reported as unavailable, never repeated: a repeated
+# compare-and-swap would answer "lost the race" for a rotation it won.
+_LOST_IN_FLIGHT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
-    asyncpg.InsufficientResourcesError,
+    asyncpg.CrashShutdownError,
+    ConnectionError,
 )
 
 
+def _may_repeat(error: Exception, *, read: bool) -> bool:
+    """Whether work that failed with `error` may run again on another connection."""
+    if isinstance(error, asyncpg.ProtocolError):
+        return False  # the server answered something unexpected: it may have run
+    if isinstance(error, _NEVER_SENT):
+        return True
+    return read and isinstance(error, _LOST_IN_FLIGHT)
+
+
+def _translate(error: Exception) -> Exception:
+    """The domain error for an asyncpg, OS or timeout error; other errors unchanged."""
+    if isinstance(error, KeyturnError):
+        return error
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return AlreadyExists(detail=f"postgres: {error}")
+    if isinstance(error, asyncpg.ForeignKeyViolationError):
+        return NotFound("No such user or client.", detail=f"postgres: {error}")
+    if isinstance(error, asyncpg.DataError | asyncpg.ProgramLimitExceededError):
+        # A value PostgreSQL cannot hold: NUL, a number out of range, a key too long to
+        # index. The checks before each query catch the first; this is the backstop.
+        return InvalidRequest(
+            "The request holds a value that cannot be stored.", detail=f"postgres: {error}"
+        )
+    if isinstance(error, _UNAVAILABLE):
+        return StoreUnavailable(detail=f"postgres: {type(error).__name__}: {error}")
+    return error
+
+
+# Text PostgreSQL cannot hold.
+
+
+def _storable_event(event: SecurityEvent) -> SecurityEvent:
+    """`event` with NUL and lone surrogates replaced by U+FFFD. An audit row is never
+    refused for its text: a revocation is one statement with its event, and a hostile
+    user agent must not be able to stop a session from ending."""
+    texts = (
+        event.user_id,
+        event.client_id,
+        event.session_id,
+        event.reason,
+        event.detail,
+        event.device.user_agent,
+        event.device.ip,
+        event.device.name,
+    )
+    if rows.storable(*texts):
+        return event
+    return SecurityEvent(
+        type=event.type,
+        at=event.at,
+        user_id=_scrub_id(event.user_id, UserId),
+        client_id=_scrub_id(event.client_id, ClientId),
+        session_id=_scrub_id(event.session_id, SessionId),
+        generation=event.generation,
+        reason=_scrub(event.reason),
+        device=Device(
+            user_agent=_scrub(event.device.user_agent),
+            ip=_scrub(event.device.ip),
+            name=_scrub(event.device.name),
+        ),
+        detail=_scrub(event.detail),
+    )
+
+
+def _scrub(text: str | None) -> str | None:
+    if text is None or rows.storable(text):
+        return text
+    return "".join(c if c != "\x00" and not "\ud800" <= c <= "\udfff" else "\ufffd" for c in text)
+
+
+def _scrub_id(text: T | None, kind: Callable[[str], T]) -> T | None:
+    if text is None:
+        return None
+    scrubbed = _scrub(str(text))
+    return kind(scrubbed) if scrubbed is not None else None
+
+
+def _require_storable(values: Sequence[Any], what: str) -> None:
+    if not rows.storable(*values):
+        raise InvalidRequest(f"The {what} holds a character that cannot be stored.")
+
+
+def _event_values(event: SecurityEvent) -> tuple[Any, ...]:
+    return rows.event_values(_storable_event(event), to_db)
+
+
+async def _keep_session_state(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset between uses: nothing to do. asyncpg's default reset sends
+    `RESET ALL; CLOSE ALL; UNLISTEN *; ...`, one more round trip per operation; this store
+    leaves no session state behind (no SET, cursor, LISTEN or advisory lock), and asyncpg
+    still rolls back a transaction left open before calling this."""
+
+
 class PostgresStore:
+    """The `Store` port on PostgreSQL. Build it with `open_postgres`.
+
+    Each operation is one statement in autocommit, or one short transaction; it commits
+    everything it writes or nothing. Failures to reach the database in time are
+    `StoreUnavailable`; a read whose connection died under it is tried once more on a
+    fresh connection, a write only if asyncpg refused it before sending anything.
+    """
+
     def __init__(self, dsn: str, *, timeout: float, pool_size: int, schema: str | None) -> None:
-        self._dsn = dsn.replace("postgres://", "postgresql://", 1)
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._dsn = "postgresql://" + dsn.split("://", 1)[1]
         self._timeout = timeout
         self._pool_size = pool_size
         self._schema = schema
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
-    async def _get_pool(self) -> asyncpg.Pool:
+    # Plumbing
+
+    def _server_settings(self) -> dict[str, str]:
+        millis = max(1, round(self._timeout * 1000))  # 0 would mean "no limit"
+        settings = {
+            "application_name": "keyturn",
+            "statement_timeout": str(millis),
+            "lock_timeout": str(millis),
+            "idle_in_transaction_session_timeout": str(4 * millis),
+        }
+        if self._schema:
+            settings["search_path"] = self._schema
+        return settings
+
+    async def _ready_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise StoreUnavailable(detail="postgres: the store is closed")
         if self._pool is not None:
             return self._pool
         async with self._opening:
+            if self._closed:
+                raise StoreUnavailable(detail="postgres: the store is closed")
             if self._pool is None:
-                millis = str(int(self._timeout * 1000))
-                settings = {
-                    "application_name": "keyturn",
-                    "statement_timeout": millis,
-                    "lock_timeout": millis,
-                    "idle_in_transaction_session_timeout": str(int(self._timeout * 4000)),
-                }
-                if self._schema:
-                    settings["search_path"] = self._schema
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout * 2,
-                    server_settings=settings,
+                # A failed open leaves `_pool` unset: the next operation tries again, so
+                # a process started while the database was down recovers by itself.
+                self._pool = await asyncio.wait_for(
+                    asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        timeout=self._timeout,
+                        command_timeout=2 * self._timeout,
+                        server_settings=self._server_settings(),
+                        reset=_keep_session_state,
+                    ),
+                    2 * self._timeout,
                 )
             return self._pool
 
-    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _run(self, work: Work[T], *, read: bool = False) -> T:
+        """Run `work` on a pooled connection, mapping failures to domain errors."""
         try:
-            pool = self._pool
-            if pool is None:
-                pool = await asyncio.wait_for(self._get_pool(), self._timeout * 2)
-            async with pool.acquire(timeout=self._timeout) as conn:
-                return await work(conn)
-        except asyncpg.UniqueViolationError as error:
-            raise AlreadyExists(detail=str(error)) from None
-        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
-            raise InvalidRequest("The request holds a character that cannot be stored.") from None
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable(detail=f"postgres: {type(error).__name__}: {error}") from None
+            try:
+                return await self._attempt(work)
+            except Exception as error:
+                if not _may_repeat(error, read=read):
+                    raise
+            # The pool has dropped the dead connection; this acquires a fresh one (after
+            # a failover or a restart, the first request need not fail).
+            return await self._attempt(work)
+        except Exception as error:
+            mapped = _translate(error)
+            if mapped is error:
+                raise
+            raise mapped from error
 
-    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _attempt(self, work: Work[T]) -> T:
+        pool = await self._ready_pool()
+        conn = await pool.acquire(timeout=self._timeout)
+        try:
+            return await work(conn)
+        finally:
+            # A connection the pool cannot reset is terminated by the pool itself; the
+            # answer (or error) of `work` is what the caller must see, not that.
+            with contextlib.suppress(Exception):
+                await pool.release(conn, timeout=self._timeout)
+
+    async def _tx(self, work: Work[T]) -> T:
         async def in_transaction(conn: Conn) -> T:
             async with conn.transaction():
                 return await work(conn)
@@ -158,47 +413,34 @@ class PostgresStore:
         async def fetch(conn: Conn) -> asyncpg.Record | None:
             return await conn.fetchrow(sql, *args)
 
-        return await self._run(fetch)
+        return await self._run(fetch, read=True)
 
     async def _all(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def fetch(conn: Conn) -> list[asyncpg.Record]:
             return list(await conn.fetch(sql, *args))
 
+        return await self._run(fetch, read=True)
+
+    async def _ids(self, sql: str, *args: Any) -> list[SessionId]:
+        async def fetch(conn: Conn) -> list[SessionId]:
+            return [SessionId(r["id"]) for r in await conn.fetch(sql, *args)]
+
         return await self._run(fetch)
 
     @staticmethod
-    async def _event(conn: Conn, event: SecurityEvent) -> None:
-        await conn.execute(_INSERT_EVENT, *rows.event_values(event, to_db))
-
-    @staticmethod
-    async def _revoke(
-        conn: Conn,
-        where: str,
-        args: Sequence[Any],
-        reason: RevocationReason,
-        at: datetime,
+    async def _revoke_live(
+        conn: Conn, where: str, keys: Sequence[Any], reason: RevocationReason, at: datetime
     ) -> list[SessionId]:
-        sql = f"UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE revoked_at IS NULL AND {where} RETURNING id"  # noqa: E501, S608 - `where` is one of this module's fixed clauses
-        found = await conn.fetch(
-            sql,
-            at,
-            reason.value,
-            *args,
-        )
+        found = await conn.fetch(_REVOKE_LIVE.format(where=where), at, reason.value, *keys)
         return [SessionId(r["id"]) for r in found]
 
     # Users
 
     async def add_user(self, user: User, event: SecurityEvent) -> None:
-        if not rows.storable(user.username):
-            raise InvalidRequest("The username holds a forbidden character.")
-
-        async def work(conn: Conn) -> None:
-            await conn.execute(_INSERT_USER, *rows.user_values(user, to_db))
-            await self._event(conn, event)
-
+        values = rows.user_values(user, to_db)
+        _require_storable(values, "user")
         try:
-            await self._tx(work)
+            await self._run(lambda conn: conn.execute(_ADD_USER, *_event_values(event), *values))
         except AlreadyExists:
             raise AlreadyExists(f"A user named {user.username!r} exists.") from None
 
@@ -221,14 +463,17 @@ class PostgresStore:
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
     ) -> list[SessionId]:
+        if not rows.storable(user_id):
+            raise NotFound("No such user.")
+
         async def work(conn: Conn) -> list[SessionId]:
             status = await conn.execute("UPDATE users SET enabled = false WHERE id = $1", user_id)
             if status != "UPDATE 1":
                 raise NotFound("No such user.")
-            ended = await self._revoke(
+            ended = await self._revoke_live(
                 conn, "user_id = $3", (user_id,), RevocationReason.USER_DISABLED, at
             )
-            await self._event(conn, event)
+            await conn.execute(_INSERT_EVENT, *_event_values(event))
             return ended
 
         return await self._tx(work)
@@ -241,6 +486,12 @@ class PostgresStore:
         keep: SessionId | None,
         event: SecurityEvent,
     ) -> list[SessionId]:
+        if not rows.storable(user_id):
+            raise NotFound("No such user.")
+        _require_storable((password_hash,), "password hash")
+        # A `keep` that cannot be stored names no session: every session ends.
+        kept = keep if rows.storable(keep) else None
+
         async def work(conn: Conn) -> list[SessionId]:
             status = await conn.execute(
                 "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3",
@@ -250,20 +501,21 @@ class PostgresStore:
             )
             if status != "UPDATE 1":
                 raise NotFound("No such user.")
-            await conn.execute(
-                "UPDATE sessions SET authenticated_at = $1 WHERE id = $2 AND user_id = $3",
-                at,
-                keep,
-                user_id,
-            )
-            ended = await self._revoke(
+            if kept is not None:
+                await conn.execute(
+                    "UPDATE sessions SET authenticated_at = $1 WHERE id = $2 AND user_id = $3",
+                    at,
+                    kept,
+                    user_id,
+                )
+            ended = await self._revoke_live(
                 conn,
                 "user_id = $3 AND id IS DISTINCT FROM $4",
-                (user_id, keep),
+                (user_id, kept),
                 RevocationReason.PASSWORD_CHANGED,
                 at,
             )
-            await self._event(conn, event)
+            await conn.execute(_INSERT_EVENT, *_event_values(event))
             return ended
 
         return await self._tx(work)
@@ -271,15 +523,19 @@ class PostgresStore:
     # Clients
 
     async def add_client(self, client: Client, event: SecurityEvent) -> None:
-        if not rows.storable(client.id, *client.redirect_uris, *client.audience):
-            raise InvalidRequest("The client holds a forbidden character.")
-
-        async def work(conn: Conn) -> None:
-            await conn.execute(_INSERT_CLIENT, *rows.client_values(client, to_db))
-            await self._event(conn, event)
-
+        values = rows.client_values(client, to_db)
+        # The JSON columns escape a NUL as \u0000; check what the client holds instead.
+        _require_storable(
+            (
+                *values,
+                *client.redirect_uris,
+                *client.audience,
+                *client.allowed_origins,
+            ),
+            "client",
+        )
         try:
-            await self._tx(work)
+            await self._run(lambda conn: conn.execute(_ADD_CLIENT, *_event_values(event), *values))
         except AlreadyExists:
             raise AlreadyExists(f"A client {client.id!r} exists.") from None
 
@@ -305,10 +561,10 @@ class PostgresStore:
             )
             if status != "UPDATE 1":
                 raise NotFound("No such client.")
-            ended = await self._revoke(
+            ended = await self._revoke_live(
                 conn, "client_id = $3", (client_id,), RevocationReason.CLIENT_DISABLED, at
             )
-            await self._event(conn, event)
+            await conn.execute(_INSERT_EVENT, *_event_values(event))
             return ended
 
         return await self._tx(work)
@@ -316,14 +572,9 @@ class PostgresStore:
     # Sessions
 
     async def create_session(self, session: Session, event: SecurityEvent) -> None:
-        if not rows.storable(session.device.user_agent, session.device.ip, session.device.name):
-            raise InvalidRequest("The device description holds a forbidden character.")
-
-        async def work(conn: Conn) -> None:
-            await conn.execute(_INSERT_SESSION, *rows.session_values(session, to_db))
-            await self._event(conn, event)
-
-        await self._tx(work)
+        values = rows.session_values(session, to_db)
+        _require_storable(values, "session")
+        await self._run(lambda conn: conn.execute(_CREATE_SESSION, *_event_values(event), *values))
 
     async def get_session(self, session_id: SessionId) -> Session | None:
         if not rows.storable(session_id):
@@ -346,11 +597,12 @@ class PostgresStore:
         at: datetime,
         idle_expires_at: datetime,
     ) -> bool:
-        async def work(conn: Conn) -> bool:
-            status = await conn.execute(_ADVANCE, session_id, from_generation, at, idle_expires_at)
-            return bool(status == "UPDATE 1")
-
-        return await self._run(work)
+        if not rows.storable(session_id):
+            return False
+        status = await self._run(
+            lambda conn: conn.execute(_ADVANCE, session_id, from_generation, at, idle_expires_at)
+        )
+        return status == "UPDATE 1"
 
     async def revoke_session(
         self,
@@ -362,14 +614,10 @@ class PostgresStore:
         if not rows.storable(session_id):
             await self.record(event)
             return False
-
-        async def work(conn: Conn) -> bool:
-            count = await conn.fetchval(
-                _REVOKE_ONE, *rows.event_values(event, to_db), session_id, at, reason.value
-            )
-            return bool(count)
-
-        return await self._run(work)
+        ended = await self._ids(
+            _REVOKE_SESSION, *_event_values(event), at, reason.value, session_id
+        )
+        return bool(ended)
 
     async def revoke_user_sessions(
         self,
@@ -379,42 +627,29 @@ class PostgresStore:
         event: SecurityEvent,
         keep: SessionId | None = None,
     ) -> list[SessionId]:
-        async def work(conn: Conn) -> list[SessionId]:
-            ended = await self._revoke(
-                conn, "user_id = $3 AND id IS DISTINCT FROM $4", (user_id, keep), reason, at
-            )
-            await self._event(conn, event)
-            return ended
-
-        return await self._tx(work)
+        if not rows.storable(user_id):
+            await self.record(event)
+            return []
+        kept = keep if rows.storable(keep) else None
+        return await self._ids(
+            _REVOKE_USER_SESSIONS, *_event_values(event), at, reason.value, user_id, kept
+        )
 
     async def list_sessions(
         self, user_id: UserId | None = None, *, include_revoked: bool = False
     ) -> list[Session]:
-        found = await self._all(
-            "SELECT * FROM sessions WHERE ($1::text IS NULL OR user_id = $1) "
-            "AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC",
-            user_id,
-            include_revoked,
-        )
+        if user_id is None:
+            found = await self._all(_ALL_SESSIONS, include_revoked)
+        elif rows.storable(user_id):
+            found = await self._all(_SESSIONS_OF_USER, user_id, include_revoked)
+        else:
+            return []
         return [rows.session_from(r, from_db) for r in found]
 
     async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
         cutoff = now - timedelta(seconds=retention_seconds)
-
-        async def work(conn: Conn) -> int:
-            # SKIP LOCKED: a row being rotated right now is left for the next batch, so
-            # the purge never waits on, or deadlocks with, the hot path.
-            status = await conn.execute(
-                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions "
-                "WHERE revoked_at < $1 OR idle_expires_at < $1 OR absolute_expires_at < $1 "
-                "LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                cutoff,
-                batch_size,
-            )
-            return int(status.split()[-1])
-
-        return await self._run(work)
+        status = await self._run(lambda conn: conn.execute(_PURGE, cutoff, batch_size))
+        return int(status.split()[-1])
 
     # Keys
 
@@ -423,27 +658,34 @@ class PostgresStore:
         return [rows.key_from(r, from_db) for r in found]
 
     async def save_keys(self, keys: Sequence[StoredKey], events: Sequence[SecurityEvent]) -> None:
+        key_rows = [rows.key_values(key, to_db) for key in keys]
+        for values in key_rows:
+            _require_storable(values, "key")
+        event_rows = [_event_values(event) for event in events]
+
         async def work(conn: Conn) -> None:
-            for key in keys:
-                await conn.execute(_UPSERT_KEY, *rows.key_values(key, to_db))
-            for event in events:
-                await self._event(conn, event)
+            if key_rows:
+                await conn.executemany(_UPSERT_KEY, key_rows)
+            if event_rows:
+                await conn.executemany(_INSERT_EVENT, event_rows)
 
         await self._tx(work)
 
     async def delete_keys(self, kids: Sequence[KeyId]) -> None:
-        async def work(conn: Conn) -> None:
-            await conn.execute("DELETE FROM signing_keys WHERE kid = ANY($1::text[])", list(kids))
-
-        await self._run(work)
+        # A kid that cannot be stored names no key.
+        wanted = [kid for kid in kids if rows.storable(kid)]
+        if wanted:
+            await self._run(
+                lambda conn: conn.execute(
+                    "DELETE FROM signing_keys WHERE kid = ANY($1::text[])", wanted
+                )
+            )
 
     # Audit
 
     async def record(self, event: SecurityEvent) -> None:
-        async def work(conn: Conn) -> None:
-            await self._event(conn, event)
-
-        await self._run(work)
+        values = _event_values(event)
+        await self._run(lambda conn: conn.execute(_INSERT_EVENT, *values))
 
     async def list_events(
         self,
@@ -452,13 +694,11 @@ class PostgresStore:
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[RecordedEvent]:
-        found = await self._all(
-            "SELECT * FROM audit_events WHERE ($1::text IS NULL OR type = $1) "
-            "AND ($2::timestamptz IS NULL OR at >= $2) ORDER BY id LIMIT $3",
-            type,
-            since,
-            limit,
-        )
+        if type is not None and not rows.storable(type):
+            return []
+        args = [value for value in (type, since) if value is not None]
+        sql = _LIST_EVENTS[type is not None, since is not None]
+        found = await self._all(sql, *args, limit)
         return [rows.event_from(r, from_db) for r in found]
 
     # Life cycle
@@ -467,8 +707,11 @@ class PostgresStore:
         await self._one("SELECT 1")
 
     async def close(self) -> None:
-        if self._pool is not None:
+        """Close the pool; every later operation raises `StoreUnavailable`."""
+        self._closed = True
+        async with self._opening:
             pool, self._pool = self._pool, None
+        if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), self._timeout)
             except TimeoutError:
@@ -478,6 +721,11 @@ class PostgresStore:
 async def open_postgres(
     dsn: str, *, timeout: float, pool_size: int, schema: str | None = None
 ) -> PostgresStore:
-    """Open the PostgreSQL store. Connecting happens at the first operation, so a
-    process starts while the database is down and recovers by itself when it returns."""
+    """Open the PostgreSQL store at `dsn` (`postgresql://` or `postgres://`), its tables
+    in `schema` if given (else the server's search path), with at most `pool_size`
+    connections and every wait bounded by `timeout` seconds (see the module's table).
+
+    Connecting happens at the first operation, so a process starts while the database
+    is down: that operation raises `StoreUnavailable` within about `timeout`, and a later
+    one succeeds once the database is back. `ValueError` for a malformed argument."""
     return PostgresStore(dsn, timeout=timeout, pool_size=pool_size, schema=schema)
