@@ -380,10 +380,15 @@ class PostgresStore:
             try:
                 return await self._attempt(work)
             except Exception as error:
+                if isinstance(error, _NEVER_SENT + _LOST_IN_FLIGHT) and self._pool is not None:
+                    # The database dropped a connection (a restart, a failover,
+                    # pg_terminate_backend): its siblings in the pool are likely dead too,
+                    # though asyncpg may not have noticed yet. Trust none opened before
+                    # now; each is replaced at its next acquire.
+                    await self._pool.expire_connections()
                 if not _may_repeat(error, read=read):
                     raise
-            # The pool has dropped the dead connection; this acquires a fresh one (after
-            # a failover or a restart, the first request need not fail).
+            # On a fresh connection: after a restart, the first request need not fail.
             return await self._attempt(work)
         except Exception as error:
             mapped = _translate(error)
@@ -395,12 +400,23 @@ class PostgresStore:
         pool = await self._ready_pool()
         conn = await pool.acquire(timeout=self._timeout)
         try:
-            return await work(conn)
-        finally:
-            # A connection the pool cannot reset is terminated by the pool itself; the
-            # answer (or error) of `work` is what the caller must see, not that.
-            with contextlib.suppress(Exception):
-                await pool.release(conn, timeout=self._timeout)
+            result = await work(conn)
+        except TimeoutError:
+            # The server stopped answering mid-statement: drop the connection now rather
+            # than make the caller wait on top for the pool to cancel and reset it.
+            conn.terminate()
+            raise
+        except BaseException:
+            await self._release(pool, conn)
+            raise
+        await self._release(pool, conn)
+        return result
+
+    async def _release(self, pool: asyncpg.Pool, conn: Conn) -> None:
+        # A connection the pool cannot reset is terminated by the pool itself; the
+        # answer (or error) of the work is what the caller must see, not that.
+        with contextlib.suppress(Exception):
+            await pool.release(conn, timeout=self._timeout)
 
     async def _tx(self, work: Work[T]) -> T:
         async def in_transaction(conn: Conn) -> T:
