@@ -643,6 +643,7 @@ async def test_a_duplicate_session_id_already_exists_and_records_nothing(seeded:
         asyncpg.InternalClientError("cannot switch to state 12"),
         asyncpg.ReadOnlySQLTransactionError("cannot execute UPDATE in a read-only transaction"),
         asyncpg.DiskFullError("could not extend file"),
+        asyncpg.UndefinedTableError('relation "sessions" does not exist'),
         ConnectionResetError(104, "Connection reset by peer"),
         OSError(113, "No route to host"),
         TimeoutError(),
@@ -705,6 +706,20 @@ async def test_a_read_that_fails_twice_is_unavailable(store: PostgresStore) -> N
     with pytest.raises(StoreUnavailable):
         await store._run(dead, read=True)
     assert calls == 2
+
+
+async def test_a_database_without_the_schema_is_unavailable_not_a_crash(
+    postgres_url: str,
+) -> None:
+    opened = await open_postgres(
+        postgres_url, timeout=TIMEOUT, pool_size=1, schema=f"t_never_{secrets.token_hex(4)}"
+    )
+    try:
+        await opened.ping()  # the server answers; the tables are not there
+        with pytest.raises(StoreUnavailable, match="does not exist"):
+            await opened.get_user(UserId("00000000-0000-4000-8000-000000000000"))
+    finally:
+        await opened.close()
 
 
 async def test_a_closed_store_is_unavailable_and_does_not_reopen(

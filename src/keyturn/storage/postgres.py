@@ -23,10 +23,13 @@ a clean error on a connection that stays usable; the client-side timeout is the 
 for a server or network that stops answering at all. A process frozen inside a
 transaction loses its session, and its row locks, after 4 × `timeout`.
 
-Every failure to get an answer in time is `StoreUnavailable`: the caller answers 503
-and issues nothing. The pool drops a broken connection and opens a new one on the next
-acquire, so the store recovers by itself when the database returns; the pool itself is
-opened at first use, so a process also starts while the database is down.
+Every failure to get an answer in time is `StoreUnavailable` (`postgres_errors`): the
+caller answers 503 and issues nothing. The pool is opened at first use, so a process
+starts while the database is down, and it replaces broken connections at the next
+acquire, so the store recovers by itself when the database returns. When one connection
+is found dead, every connection opened before it is replaced; the work then runs once
+more on a fresh connection if it is a read, or if asyncpg refused it before sending a
+byte. A write lost in flight may have committed: it is reported, never repeated.
 
 PostgreSQL `text` cannot hold NUL, and UTF-8 cannot hold a lone surrogate: a lookup by
 such a key finds nothing without asking the database; an insert holding one is
@@ -38,27 +41,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import asyncpg
 
 from keyturn.core.audit import RecordedEvent, SecurityEvent
-from keyturn.core.errors import (
-    AlreadyExists,
-    InvalidRequest,
-    KeyturnError,
-    NotFound,
-    StoreUnavailable,
-)
+from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import Client, Device, RevocationReason, Session, StoredKey, User
 from keyturn.storage import rows
+from keyturn.storage.postgres_errors import connection_lost, may_repeat, translate
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 Work: TypeAlias = Callable[[Conn], Awaitable[T]]
 
@@ -181,118 +181,36 @@ _LIST_EVENTS = {
 }
 
 
-# Error mapping.
-
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable, TLS failures
-    TimeoutError,  # connect, pool acquire, command_timeout (asyncio's is this one)
-    asyncpg.PostgresConnectionError,  # 08xxx: the connection was lost or refused
-    asyncpg.InterfaceError,  # the pool or the connection is closed
-    asyncpg.InternalClientError,  # the protocol was caught consuming the server's goodbye
-    asyncpg.OperatorInterventionError,  # 57xxx: statement_timeout, admin shutdown, starting up
-    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
-    asyncpg.TransactionRollbackError,  # 40001 serialization failure, 40P01 deadlock
-    asyncpg.InsufficientResourcesError,  # 53xxx: too many connections, disk full
-    asyncpg.IdleInTransactionSessionTimeoutError,  # 25P03
-    asyncpg.ReadOnlySQLTransactionError,  # 25006: pointed at a standby during a failover
-    asyncpg.PostgresSystemError,  # 58xxx: I/O error on the server
-    asyncpg.InvalidCachedStatementError,  # a migration changed a table under a statement
-)
-
-# asyncpg raises these before a byte of the statement leaves (a connection found closed,
-# a protocol still consuming the server's goodbye): nothing ran, so any operation may run
-# again on another connection.
-_NEVER_SENT: tuple[type[BaseException], ...] = (
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
-# The connection died with the statement in flight. A read may simply run again; a write
-# may have committed, so it is reported as unavailable, never repeated: a repeated
-# compare-and-swap would answer "lost the race" for a rotation it won.
-_LOST_IN_FLIGHT: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    ConnectionError,
-)
-
-
-def _may_repeat(error: Exception, *, read: bool) -> bool:
-    """Whether work that failed with `error` may run again on another connection."""
-    if isinstance(error, asyncpg.ProtocolError):
-        return False  # the server answered something unexpected: it may have run
-    if isinstance(error, _NEVER_SENT):
-        return True
-    return read and isinstance(error, _LOST_IN_FLIGHT)
-
-
-def _translate(error: Exception) -> Exception:
-    """The domain error for an asyncpg, OS or timeout error; other errors unchanged."""
-    if isinstance(error, KeyturnError):
-        return error
-    if isinstance(error, asyncpg.UniqueViolationError):
-        return AlreadyExists(detail=f"postgres: {error}")
-    if isinstance(error, asyncpg.ForeignKeyViolationError):
-        return NotFound("No such user or client.", detail=f"postgres: {error}")
-    if isinstance(error, asyncpg.DataError | asyncpg.ProgramLimitExceededError):
-        # A value PostgreSQL cannot hold: NUL, a number out of range, a key too long to
-        # index. The checks before each query catch the first; this is the backstop.
-        return InvalidRequest(
-            "The request holds a value that cannot be stored.", detail=f"postgres: {error}"
-        )
-    if isinstance(error, _UNAVAILABLE):
-        return StoreUnavailable(detail=f"postgres: {type(error).__name__}: {error}")
-    return error
-
-
 # Text PostgreSQL cannot hold.
 
 
-def _storable_event(event: SecurityEvent) -> SecurityEvent:
-    """`event` with NUL and lone surrogates replaced by U+FFFD. An audit row is never
-    refused for its text: a revocation is one statement with its event, and a hostile
-    user agent must not be able to stop a session from ending."""
-    texts = (
-        event.user_id,
-        event.client_id,
-        event.session_id,
-        event.reason,
-        event.detail,
-        event.device.user_agent,
-        event.device.ip,
-        event.device.name,
-    )
-    if rows.storable(*texts):
-        return event
-    return SecurityEvent(
-        type=event.type,
-        at=event.at,
-        user_id=_scrub_id(event.user_id, UserId),
-        client_id=_scrub_id(event.client_id, ClientId),
-        session_id=_scrub_id(event.session_id, SessionId),
-        generation=event.generation,
-        reason=_scrub(event.reason),
-        device=Device(
-            user_agent=_scrub(event.device.user_agent),
-            ip=_scrub(event.device.ip),
-            name=_scrub(event.device.name),
-        ),
-        detail=_scrub(event.detail),
-    )
-
-
-def _scrub(text: str | None) -> str | None:
+def _scrub(text: S | None) -> S | None:
+    """`text` with NUL and lone surrogates replaced by U+FFFD."""
     if text is None or rows.storable(text):
         return text
-    return "".join(c if c != "\x00" and not "\ud800" <= c <= "\udfff" else "\ufffd" for c in text)
+    scrubbed = "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+    return cast(S, scrubbed)
 
 
-def _scrub_id(text: T | None, kind: Callable[[str], T]) -> T | None:
-    if text is None:
-        return None
-    scrubbed = _scrub(str(text))
-    return kind(scrubbed) if scrubbed is not None else None
+def _storable_event(event: SecurityEvent) -> SecurityEvent:
+    """`event`, its text scrubbed. An audit row is never refused for its text: a
+    revocation is one statement with its event, and a hostile user agent must not be able
+    to stop a session from ending."""
+    device = event.device
+    texts = (event.user_id, event.client_id, event.session_id, event.reason, event.detail)
+    if rows.storable(*texts, device.user_agent, device.ip, device.name):
+        return event
+    return replace(
+        event,
+        user_id=_scrub(event.user_id),
+        client_id=_scrub(event.client_id),
+        session_id=_scrub(event.session_id),
+        reason=_scrub(event.reason),
+        detail=_scrub(event.detail),
+        device=Device(
+            user_agent=_scrub(device.user_agent), ip=_scrub(device.ip), name=_scrub(device.name)
+        ),
+    )
 
 
 def _require_storable(values: Sequence[Any], what: str) -> None:
@@ -380,18 +298,18 @@ class PostgresStore:
             try:
                 return await self._attempt(work)
             except Exception as error:
-                if isinstance(error, _NEVER_SENT + _LOST_IN_FLIGHT) and self._pool is not None:
+                if connection_lost(error) and self._pool is not None:
                     # The database dropped a connection (a restart, a failover,
                     # pg_terminate_backend): its siblings in the pool are likely dead too,
                     # though asyncpg may not have noticed yet. Trust none opened before
                     # now; each is replaced at its next acquire.
                     await self._pool.expire_connections()
-                if not _may_repeat(error, read=read):
+                if not may_repeat(error, read=read):
                     raise
             # On a fresh connection: after a restart, the first request need not fail.
             return await self._attempt(work)
         except Exception as error:
-            mapped = _translate(error)
+            mapped = translate(error)
             if mapped is error:
                 raise
             raise mapped from error
