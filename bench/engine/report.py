@@ -49,7 +49,10 @@ def _memory() -> str:
 
 
 async def _pg_version() -> str:
-    conn = await asyncpg.connect(PG)
+    try:
+        conn = await asyncpg.connect(PG, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return "unreachable"
     try:
         return str(await conn.fetchval("SHOW server_version")).split()[0]
     finally:
