@@ -19,29 +19,21 @@ every store behaviour on the real thing.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import asyncpg
 import pytest
 
 from keyturn.storage import upgrade
+from support.availability import missing
 from support.databases import create_pg_schema, drop_pg_schema
 
 PG_URL = os.environ.get("KEYTURN_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KEYTURN_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
-
-
-def missing(service: str, url: str, how: str) -> None:
-    message = f"{service} is not reachable at {url}: {how}"
-    if in_ci():
-        pytest.fail(message + " (CI runs every store test; it may not skip)")
-    pytest.skip(message)
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -101,3 +93,36 @@ def _database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
         name = create_pg_schema(pg)
         yield pg, name
         drop_pg_schema(pg, name)
+
+
+@pytest.fixture
+async def own_role(postgres_url: str, pg_schema: str) -> AsyncIterator[tuple[str, str]]:
+    """A login role of this test's own, with rights on `pg_schema`: `(url, role)`. Its
+    backends are told apart from every other test's by `usename`, so a test may kill
+    them without touching anyone else's."""
+    role = f"kt_{secrets.token_hex(6)}"
+    parsed = urlparse(postgres_url)
+    password = parsed.password
+    conn = await asyncpg.connect(postgres_url, timeout=5)
+    try:
+        login = f"LOGIN PASSWORD '{password}'" if password else "LOGIN"
+        await conn.execute(f"CREATE ROLE {role} {login}")
+        await conn.execute(f"GRANT USAGE ON SCHEMA {pg_schema} TO {role}")
+        await conn.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {pg_schema} TO {role}"
+        )
+        await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {pg_schema} TO {role}")
+    finally:
+        await conn.close()
+    credentials = f"{role}:{password}" if password else role
+    netloc = f"{credentials}@{parsed.hostname}:{parsed.port or 5432}"
+    yield parsed._replace(netloc=netloc).geturl(), role
+    conn = await asyncpg.connect(postgres_url, timeout=5)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+        )
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+    finally:
+        await conn.close()

@@ -35,6 +35,18 @@ class SigningAlg(enum.StrEnum):
     RS256 = "RS256"
 
 
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KEYTURN_",
@@ -120,6 +132,16 @@ class Settings(BaseSettings):
     login_lockout_seconds: Annotated[int, Field(ge=1)] = Field(
         900, description="The window of `login_failures_per_account`."
     )
+    key_refresh_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        30,
+        description="How often each process re-reads the key table, so a `keyturn keys "
+        "rotate` run anywhere is used and published everywhere without a restart.",
+    )
+    authorization_code_ttl: Annotated[int, Field(ge=1, le=600)] = Field(
+        60,
+        description="Seconds an authorization code stays exchangeable (RFC 6749 §4.1.2: "
+        "at most ten minutes is recommended).",
+    )
     login_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
         60, description="Login attempts per client IP address per minute."
     )
@@ -132,6 +154,35 @@ class Settings(BaseSettings):
         7 * DAY,
         description="How long ended sessions are kept (for `sessions list` and the "
         "audit trail) before `keyturn purge` deletes them.",
+    )
+    allowed_origins_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        30,
+        description="How long each process keeps the CORS allowlist of `/auth/*` (the "
+        "union of enabled clients' allowed origins) before reading the clients again: a "
+        "client added or disabled is seen within this time. 0 reads them on every request.",
+    )
+    demo_access_token_ttl: Annotated[int, Field(gt=0, le=3600)] = Field(
+        30,
+        description="Access-token lifetime of the `demo-web` client that `keyturn serve "
+        "--demo` registers: short, so the demo page shows rotation within a minute.",
+    )
+    log_format: LogFormat = Field(
+        LogFormat.JSON,
+        description="What `keyturn serve` writes to stderr: `json`, one object per line "
+        "(timestamp, level, logger, message, request fields), or `text`. Tokens, secrets "
+        "and passwords are redacted from both (docs/observability.md).",
+    )
+    log_level: LogLevel = Field(
+        LogLevel.INFO,
+        description="Level of keyturn's own loggers under `keyturn serve` (DEBUG, INFO, "
+        "WARNING, ERROR); INFO includes one access-log line per request. Other libraries "
+        "log at WARNING or above.",
+    )
+    metrics_token: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+        None,
+        description="If set, `GET /metrics` answers only requests with `Authorization: "
+        "Bearer <this token>` (at least 16 characters), else 401. Unset, `/metrics` is "
+        "public on the server's port: restrict it at the proxy or set this.",
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,17 +13,21 @@ from keyturn.core.ports import Clock, RateLimiter, Store
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
 from keyturn.service.admin import Admin
+from keyturn.service.authorization import Authorization
 from keyturn.service.client_auth import ClientAuthenticator
 from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.inspection import Inspection
 from keyturn.service.login import Login
+from keyturn.service.observed_store import ObservedStore, StoreObserver
 from keyturn.service.refresh import Refresher
+from keyturn.service.revocations import Revocations
 from keyturn.service.sessions import Sessions
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
 from keyturn.storage import open_store, upgrade
 from keyturn.storage.limits import MemoryLimiter, RedisLimiter
+from keyturn.storage.revocation_channel import RedisRevocationChannel
 
 SECRET_FILE_NAME = "keyturn.secret"
 
@@ -46,6 +51,7 @@ class Engine:
     store: Store
     tokens: Tokens
     login: Login
+    authorization: Authorization
     refresher: Refresher
     sessions: Sessions
     admin: Admin
@@ -53,11 +59,15 @@ class Engine:
     clients: ClientAuthenticator
     client_credentials: ClientCredentialsGrant
     inspection: Inspection
+    revocations: Revocations
+    revocation_channel: RedisRevocationChannel | None
 
     async def close(self) -> None:
         await self.store.close()
         if isinstance(self.limiter, RedisLimiter):
             await self.limiter.close()
+        if self.revocation_channel is not None:
+            await self.revocation_channel.close()
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -73,6 +83,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         reuse_revokes=ReuseScope(settings.reuse_revokes.value),
         login_failures_per_account=settings.login_failures_per_account,
         login_lockout_seconds=settings.login_lockout_seconds,
+        authorization_code_ttl=settings.authorization_code_ttl,
+        key_refresh_seconds=settings.key_refresh_seconds,
     )
 
 
@@ -109,18 +121,21 @@ async def open_engine(
     schema: str | None = None,
     clock: Clock | None = None,
     passwords: Passwords | None = None,
+    observers: Sequence[StoreObserver] = (),
 ) -> Engine:
     """Open the store and build the use cases. The schema must exist (`migrate`);
     missing keys are created."""
     config = engine_config(settings)
     the_clock = clock or SystemClock()
     randomness = SystemRandomness()
-    store = await open_store(
+    stored = await open_store(
         settings.database_url,
         timeout=settings.db_timeout,
         pool_size=settings.db_pool_size,
         schema=schema or settings.db_schema,
     )
+    channel = RedisRevocationChannel(settings.redis_url) if settings.redis_url else None
+    store: Store = ObservedStore(stored, [*observers, *([channel] if channel else [])])
     the_passwords = passwords or Passwords()
     limiter: RateLimiter = (
         RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
@@ -135,18 +150,22 @@ async def open_engine(
     )
     await tokens.ensure_keys()
     sessions = Sessions(store, tokens, the_passwords, the_clock)
+    login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter)
     return Engine(
         settings=settings,
         config=config,
         store=store,
         tokens=tokens,
-        login=Login(store, tokens, the_passwords, the_clock, randomness, config, limiter),
+        login=login,
+        authorization=Authorization(store, tokens, login, the_clock, randomness, config),
         limiter=limiter,
         refresher=Refresher(store, tokens, the_clock, config),
         sessions=sessions,
-        clients=ClientAuthenticator(store),
+        clients=ClientAuthenticator(store, store, the_clock),
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
         inspection=Inspection(store, tokens, the_clock, config),
+        revocations=Revocations(store, the_clock, config),
+        revocation_channel=channel,
         admin=Admin(
             store,
             tokens,

@@ -1,6 +1,7 @@
 """A started server on each store, seeded with the checklist's fixtures: confidential
 `conf` and `conf2`, public `native` (body) and `spa` (cookie), `cc` (client credentials
-only), users alice and bob."""
+only), `rs` (introspection), the authorization code clients `app` (public) and `web`
+(confidential), users alice and bob."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from support.server import running_server
 SECRET = "e2e-master-secret-" + "x" * 20
 SCOPE = frozenset({"read", "write"})
 ORIGIN = "https://app.test"
+APP_REDIRECT = "https://app.test/callback"
+LOOPBACK_REDIRECT = "http://127.0.0.1/native-cb"
+WEB_REDIRECT = "https://web.test/cb?tenant=1"
 REFRESHING = {GrantType.PASSWORD, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS}
 
 
@@ -76,7 +80,27 @@ async def _seed(settings: Settings) -> dict[str, str]:
             grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
             scope=SCOPE,
             delivery=Delivery.BODY,
+            redirect_uris=["https://native.test/cb"],
         )
+        # Authorization code clients: `app` is public with several redirect URIs (a
+        # web origin, a loopback one and a private-use scheme), `web` confidential with
+        # one, whose query must be kept.
+        await engine.admin.add_client(
+            "app",
+            ClientType.PUBLIC,
+            grant_types={GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN},
+            scope=SCOPE,
+            redirect_uris=[APP_REDIRECT, LOOPBACK_REDIRECT, "com.example.app:/cb"],
+        )
+        made = await engine.admin.add_client(
+            "web",
+            ClientType.CONFIDENTIAL,
+            grant_types={GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN},
+            scope=SCOPE,
+            redirect_uris=[WEB_REDIRECT],
+            audience=["api"],
+        )
+        secrets["web"] = made.secret or ""
         await engine.admin.add_client(
             "spa",
             ClientType.PUBLIC,
@@ -90,11 +114,14 @@ async def _seed(settings: Settings) -> dict[str, str]:
         await engine.close()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def start_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    env = {"KEYTURN_SECRET_KEY": SECRET, "KEYTURN_GRACE_SECONDS": "10"}
+    """A seeded server on the store `request.param` names ("sqlite" or "postgres"),
+    with `extra_env` settings on top of the e2e defaults."""
+    env = {"KEYTURN_SECRET_KEY": SECRET, "KEYTURN_GRACE_SECONDS": "10", **(extra_env or {})}
     schema = None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'keyturn.db'}"
@@ -111,3 +138,10 @@ def server(
         yield Server(base, settings, secrets)
     if schema:
         drop_pg_schema(url, schema)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    yield from start_server(request, tmp_path_factory)

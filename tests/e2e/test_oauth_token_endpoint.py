@@ -215,7 +215,9 @@ def test_ca07_public_client_sending_a_secret(server: Server) -> None:
     assert_error(response, 401, "invalid_client")
 
 
-@pytest.mark.parametrize("grant", ["foo", "password", "implicit", "authorization_code"])
+@pytest.mark.parametrize(
+    "grant", ["foo", "password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"]
+)
 def test_gt01_unsupported_grant_types(server: Server, grant: str) -> None:
     response = post(server, {"grant_type": grant, "client_id": "native"})
     assert_error(response, 400, "unsupported_grant_type")
@@ -318,7 +320,11 @@ def test_md02_md03_metadata_and_jwks(server: Server) -> None:
     meta = httpx.get(f"{server.base}/.well-known/oauth-authorization-server").json()
     assert meta["issuer"] == server.base
     assert meta["token_endpoint"] == f"{server.base}/oauth/token"
-    assert meta["grant_types_supported"] == ["refresh_token", "client_credentials"]
+    assert meta["grant_types_supported"] == [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+    ]
     assert "none" not in json.dumps({k: v for k, v in meta.items() if "signing_alg" in k})
     response = httpx.get(meta["jwks_uri"])
     assert response.status_code == 200

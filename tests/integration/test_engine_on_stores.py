@@ -263,7 +263,7 @@ async def _all_bytes(world: World) -> bytes:
         await conn.close()
 
 
-async def test_no_refresh_token_password_or_private_key_is_ever_at_rest(
+async def test_pw07_no_refresh_token_password_or_private_key_is_ever_at_rest(
     durable_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = durable_world
@@ -288,3 +288,35 @@ async def test_no_refresh_token_password_or_private_key_is_ever_at_rest(
             assert tokens.access_token.encode() not in haystack
     assert PASSWORD.encode() not in at_rest
     assert b"PRIVATE KEY" not in at_rest
+
+
+async def test_pw07_every_security_event_says_when_who_and_why_and_holds_no_secret(
+    durable_world: World,
+) -> None:
+    world = durable_world
+    with pytest.raises(LoginFailed):
+        await world.engine.login.login("alice", "a wrong password", world.native)
+    first = await world.login()
+    second = await world.refresh(first)
+    await world.refresh(second)
+    with pytest.raises(InvalidGrant):
+        await world.refresh(first)  # two generations behind: reuse
+    events = [recorded.event for recorded in await world.engine.store.list_events()]
+    kinds = {e.type for e in events}
+    assert {EventType.LOGIN_FAILED, EventType.LOGIN_SUCCEEDED, EventType.REUSE_DETECTED} <= kinds
+    for event in events:
+        assert event.at.tzinfo is not None
+        assert event.at.utcoffset() == timedelta(0), "audit times are UTC"
+        text = repr(event)
+        assert "a wrong password" not in text
+        assert PASSWORD not in text
+        for tokens in (first, second):
+            assert (tokens.refresh_token or "")[6:30] not in text
+            assert tokens.access_token[-30:] not in text
+    reuse = next(e for e in events if e.type is EventType.REUSE_DETECTED)
+    assert reuse.session_id == first.session_id
+    assert reuse.client_id == world.native.id
+    assert reuse.reason == RevocationReason.REUSE_DETECTED.value
+    failed = next(e for e in events if e.type is EventType.LOGIN_FAILED)
+    assert failed.client_id == world.native.id
+    assert failed.reason == "bad_credentials"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from keyturn.core.errors import StoreUnavailable
+from keyturn.core.errors import SigningUnavailable, StoreUnavailable
 from keyturn.core.models import Client
 from keyturn.storage.postgres import open_postgres
 from keyturn.wiring import Engine
@@ -96,28 +96,34 @@ async def test_fs09_postgres_unreachable_fails_fast_for_every_use_case() -> None
 
 
 async def test_fs10_the_pool_recovers_after_its_connections_are_killed(
-    pg_engine: tuple[Engine, Client], postgres_url: str
+    own_role: tuple[str, str], pg_schema: str, postgres_url: str
 ) -> None:
-    engine, client = pg_engine
-    tokens = await engine.login.login("alice", PASSWORD, client)
-    admin = await asyncpg.connect(postgres_url)
+    url, role = own_role
+    engine = await engine_with(url, schema=pg_schema, db_timeout=1.0)
     try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'keyturn' AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
-    await asyncio.sleep(0.2)
-    outcomes = []
-    for _ in range(3):
+        _, native, _ = await seed(engine)
+        tokens = await engine.login.login("alice", PASSWORD, native.client)
+        admin = await asyncpg.connect(postgres_url)
         try:
-            await engine.store.ping()
-            outcomes.append("ok")
-        except StoreUnavailable:
-            outcomes.append("unavailable")
-    assert outcomes[-1] == "ok"
-    assert await engine.refresher.refresh(tokens.refresh_token or "", client)
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+                role,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        await asyncio.sleep(0.2)
+        outcomes = []
+        for _ in range(3):
+            try:
+                await engine.store.ping()
+                outcomes.append("ok")
+            except StoreUnavailable:
+                outcomes.append("unavailable")
+        assert outcomes[-1] == "ok"
+        assert await engine.refresher.refresh(tokens.refresh_token or "", native.client)
+    finally:
+        await engine.close()
 
 
 async def test_fs12_tokens_and_grace_replays_survive_a_restart(
@@ -138,3 +144,36 @@ async def test_fs12_tokens_and_grace_replays_survive_a_restart(
         assert await second.refresher.refresh(rt1.refresh_token or "", client)
     finally:
         await second.close()
+
+
+async def test_at05_signing_failing_after_the_commit_is_503_and_the_retry_converges(
+    store_url: tuple[str, str | None],
+) -> None:
+    url, schema = store_url
+    engine = await engine_with(url, schema=schema, clock=FakeClock())
+    try:
+        _, native, _ = await seed(engine)
+        rt0 = (await engine.login.login("alice", PASSWORD, native.client)).refresh_token or ""
+        tokens = engine.tokens
+        original = tokens.mint_access
+
+        async def no_key(*args: object, **kwargs: object) -> str:
+            raise SigningUnavailable(detail="injected: the signing key is unavailable")
+
+        tokens.mint_access = no_key  # type: ignore[method-assign, assignment]
+        with pytest.raises(SigningUnavailable):
+            await engine.refresher.refresh(rt0, native.client)
+        tokens.mint_access = original  # type: ignore[method-assign]
+        claims = await tokens.decode_refresh(rt0)
+        session = await engine.store.get_session(claims.session_id)
+        assert session is not None
+        assert session.generation == 1, "the rotation committed before signing failed"
+        committed = await tokens.encode_refresh(session, 1)
+        # The client retries with the token it still holds: inside the grace window it
+        # gets the committed successor and a fresh access token.
+        retried = await engine.refresher.refresh(rt0, native.client)
+        assert retried.refresh_token == committed
+        assert retried.access_token.count(".") == 2
+        assert '"alg":"none"' not in retried.access_token
+    finally:
+        await engine.close()

@@ -80,34 +80,6 @@ async def seeded(store: PostgresStore) -> Seeded:
     return (store, *await seed(store))
 
 
-@pytest.fixture
-async def own_role(postgres_url: str, pg_schema: str) -> AsyncIterator[tuple[str, str]]:
-    """A login role of this test's own, with rights on its schema: `(url, role)`. Its
-    backends are told apart from every other test's by `usename`."""
-    role = f"kt_{secrets.token_hex(6)}"
-    parsed = urlparse(postgres_url)
-    password = parsed.password
-    async with admin(postgres_url) as conn:
-        if password:
-            await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        else:
-            await conn.execute(f"CREATE ROLE {role} LOGIN")
-        await conn.execute(f"GRANT USAGE ON SCHEMA {pg_schema} TO {role}")
-        await conn.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {pg_schema} TO {role}"
-        )
-        await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {pg_schema} TO {role}")
-    credentials = f"{role}:{password}" if password else role
-    netloc = f"{credentials}@{parsed.hostname}:{parsed.port or 5432}"
-    yield parsed._replace(netloc=netloc).geturl(), role
-    async with admin(postgres_url) as conn:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
-        )
-        await conn.execute(f"DROP OWNED BY {role}")
-        await conn.execute(f"DROP ROLE {role}")
-
-
 async def backends(postgres_url: str, role: str) -> set[int]:
     """The keyturn backends of `role`."""
     async with admin(postgres_url) as conn:

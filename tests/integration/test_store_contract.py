@@ -15,6 +15,7 @@ from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import AlreadyExists, NotFound
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    AuthorizationCode,
     Client,
     ClientType,
     Delivery,
@@ -306,6 +307,138 @@ async def test_purge_deletes_in_batches_and_leaves_live_sessions(
     assert {s.id for s in await store.list_sessions(include_revoked=True)} == {s.id for s in live}
 
 
+async def test_list_revoked_pages_in_revocation_order(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    sessions = [session(u, c) for _ in range(5)]
+    for s in sessions:
+        await store.create_session(s, event())
+    # Two revoked at the same instant: the id orders them.
+    times = [T0 + timedelta(seconds=n) for n in (3, 1, 2, 2)]
+    for s, at in zip(sessions, times, strict=False):
+        await store.revoke_session(s.id, RevocationReason.LOGOUT, at, event())
+    expected = sorted(zip(times, (s.id for s in sessions), strict=False))
+    everything = await store.list_revoked(T0 - timedelta(days=1), "", 100)
+    assert [(s.revoked_at, s.id) for s in everything] == expected
+    assert sessions[4].id not in {s.id for s in everything}
+    first = await store.list_revoked(T0 - timedelta(days=1), "", 2)
+    last = first[-1]
+    assert last.revoked_at is not None
+    rest = await store.list_revoked(last.revoked_at, last.id, 100)
+    assert [s.id for s in first + rest] == [sid for _, sid in expected]
+    assert await store.list_revoked(T0 + timedelta(seconds=3), "~", 100) == []
+
+
+def code(u: User, c: Client, *, created: datetime = T0, **kw: object) -> AuthorizationCode:
+    values: dict[str, object] = {
+        "code_hash": uuid.uuid4().hex * 2,
+        "client_id": c.id,
+        "user_id": u.id,
+        "redirect_uri": "https://app.test/cb?keep=1",
+        "redirect_uri_given": True,
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "scope": frozenset({"read", "write"}),
+        "authenticated_at": created - timedelta(seconds=3),
+        "created_at": created,
+        "expires_at": created + timedelta(seconds=60),
+        "device": Device(user_agent="Firefox", ip="203.0.113.9"),
+    }
+    values.update(kw)
+    return AuthorizationCode(**values)  # type: ignore[arg-type]
+
+
+async def test_authorization_codes_round_trip_every_field(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    unused = code(u, c)
+    await store.add_authorization_code(unused, event(EventType.LOGIN_SUCCEEDED))
+    assert await store.get_authorization_code(unused.code_hash) == unused
+    assert await store.get_authorization_code("0" * 64) is None
+    with pytest.raises(AlreadyExists):
+        await store.add_authorization_code(unused, event(EventType.LOGIN_SUCCEEDED))
+
+
+async def test_redeeming_a_code_opens_its_session_once(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    issued = code(u, c)
+    await store.add_authorization_code(issued, event(EventType.LOGIN_SUCCEEDED))
+    opened = session(u, c)
+    used_at = T0 + timedelta(seconds=5)
+    assert await store.redeem_authorization_code(
+        issued.code_hash, used_at, opened, event(EventType.SESSION_CREATED, session_id=opened.id)
+    )
+    assert await store.get_session(opened.id) == opened
+    assert await store.get_authorization_code(issued.code_hash) == replace(
+        issued, used_at=used_at, session_id=opened.id
+    )
+    # The second redemption changes nothing: no session, no event, the first kept.
+    other = session(u, c)
+    events_before = len(await store.list_events())
+    assert not await store.redeem_authorization_code(
+        issued.code_hash, used_at, other, event(EventType.SESSION_CREATED)
+    )
+    assert await store.get_session(other.id) is None
+    assert len(await store.list_events()) == events_before
+    stored = await store.get_authorization_code(issued.code_hash)
+    assert stored is not None
+    assert stored.session_id == opened.id
+    assert not await store.redeem_authorization_code(
+        "f" * 64, used_at, session(u, c), event(EventType.SESSION_CREATED)
+    )
+
+
+async def test_burning_a_code_uses_it_without_a_session(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    issued = code(u, c)
+    await store.add_authorization_code(issued, event(EventType.LOGIN_SUCCEEDED))
+    assert await store.redeem_authorization_code(
+        issued.code_hash, T0, None, event(EventType.AUTHORIZATION_CODE_REFUSED)
+    )
+    burnt = await store.get_authorization_code(issued.code_hash)
+    assert burnt is not None
+    assert burnt.used
+    assert burnt.session_id is None
+    assert not await store.redeem_authorization_code(
+        issued.code_hash, T0, session(u, c), event(EventType.SESSION_CREATED)
+    )
+    assert [e.event.type for e in await store.list_events()][-1] == (
+        EventType.AUTHORIZATION_CODE_REFUSED
+    )
+
+
+async def test_sixteen_concurrent_redemptions_open_one_session(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    issued = code(u, c)
+    await store.add_authorization_code(issued, event(EventType.LOGIN_SUCCEEDED))
+    candidates = [session(u, c) for _ in range(16)]
+    results = await asyncio.gather(
+        *(store.redeem_authorization_code(issued.code_hash, T0, s, event()) for s in candidates)
+    )
+    assert results.count(True) == 1
+    winner = candidates[results.index(True)]
+    assert [s.id for s in await store.list_sessions(u.id)] == [winner.id]
+
+
+async def test_purge_deletes_long_expired_codes(seeded: tuple[Store, User, Client]) -> None:
+    store, u, c = seeded
+    old = code(u, c, created=T0 - timedelta(days=30))
+    fresh = code(u, c)
+    for each in (old, fresh):
+        await store.add_authorization_code(each, event(EventType.LOGIN_SUCCEEDED))
+    assert await store.purge_expired(T0, 86400, 10) == 1
+    assert await store.get_authorization_code(old.code_hash) is None
+    assert await store.get_authorization_code(fresh.code_hash) == fresh
+    assert await store.purge_expired(T0, 86400, 10) == 0
+
+
 async def test_keys_upsert_list_and_delete(store: Store) -> None:
     key = StoredKey(
         kid=KeyId("k1"),
@@ -347,6 +480,7 @@ async def test_hostile_lookup_keys_find_nothing(
     assert await store.get_user(UserId(hostile)) is None
     assert await store.get_client(ClientId(hostile)) is None
     assert await store.get_session(SessionId(hostile)) is None
+    assert await store.get_authorization_code(hostile) is None
 
 
 async def test_ping(store: Store) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from keyturn.core.models import ClientType, GrantType
 from keyturn.storage import upgrade
+from support.authorize import new_pkce, query_of, sign_in
 from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD, engine_with, seed
 from support.server import running_server
@@ -22,10 +24,20 @@ TRIALS = 15
 pytestmark = pytest.mark.slow
 
 
+REDIRECT = "https://app.test/callback"
+
+
 async def _seed(url: str, schema: str | None) -> None:
     engine = await engine_with(url, schema=schema, secret_key=SECRET)
     try:
         await seed(engine)
+        await engine.admin.add_client(
+            "app",
+            ClientType.PUBLIC,
+            grant_types={GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN},
+            scope=frozenset({"read"}),
+            redirect_uris=[REDIRECT],
+        )
     finally:
         await engine.close()
 
@@ -104,3 +116,52 @@ def test_fs02_over_http_with_grace_zero_one_presenter_wins_and_the_session_ends(
             winner = next(r for r in responses if r.status_code == 200).json()["refresh_token"]
             after = asyncio.run(_present_at_once(base, winner))
             assert {r.status_code for r in after} == {400}, "the session must have ended"
+
+
+async def _exchange_at_once(base: str, code: str, verifier: str) -> list[httpx.Response]:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": REDIRECT,
+        "client_id": "app",
+    }
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        return list(
+            await asyncio.gather(
+                *(client.post("/oauth/token", data=data) for _ in range(PRESENTERS))
+            )
+        )
+
+
+def test_gt08_over_http_a_code_presented_at_once_is_redeemed_once_and_then_ended(
+    database: tuple[dict[str, str], int],
+) -> None:
+    """16 presentations of one code across the workers: exactly one gets tokens, and as
+    every other one is a second use, the session those tokens belong to is ended."""
+    env, workers = database
+    with running_server(env, workers=workers) as base, httpx.Client(timeout=30) as browser:
+        for trial in range(TRIALS):
+            pkce = new_pkce()
+            url = (
+                f"{base}/oauth/authorize?response_type=code&client_id=app&redirect_uri={REDIRECT}"
+                f"&code_challenge={pkce.challenge}&code_challenge_method=S256"
+            )
+            answer = sign_in(browser, url, "alice", PASSWORD)
+            code = query_of(answer.headers["location"])["code"]
+            responses = asyncio.run(_exchange_at_once(base, code, pkce.verifier))
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses.count(200) == 1, (trial, statuses)
+            assert {r.json()["error"] for r in responses if r.status_code != 200} == {
+                "invalid_grant"
+            }
+            winner = next(r for r in responses if r.status_code == 200).json()
+            after = httpx.post(
+                f"{base}/oauth/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": winner["refresh_token"],
+                    "client_id": "app",
+                },
+            )
+            assert after.status_code == 400, (trial, "the code's session must have ended")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from keyturn.core.models import ClientType, Delivery, GrantType, User
 from keyturn.service.admin import NewClient
+from keyturn.service.observed_store import StoreObserver
 from keyturn.settings import Settings
 from keyturn.wiring import Engine, open_engine
 
@@ -45,9 +47,12 @@ async def engine_with(
     *,
     clock: FakeClock | None = None,
     schema: str | None = None,
+    observers: Sequence[StoreObserver] = (),
     **overrides: Any,
 ) -> Engine:
-    return await open_engine(settings(database_url, **overrides), clock=clock, schema=schema)
+    return await open_engine(
+        settings(database_url, **overrides), clock=clock, schema=schema, observers=observers
+    )
 
 
 async def seed(engine: Engine) -> tuple[User, NewClient, NewClient]:

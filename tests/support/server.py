@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -21,24 +23,55 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
+def running_server(
+    env: dict[str, str], workers: int = 1, log_path: Path | None = None
+) -> Iterator[str]:
     """Start `keyturn serve` with `env`; yields its base URL; stops it afterwards."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    with server_process(env, workers, log_path=log_path) as (base, _):
+        yield base
+
+
+@contextmanager
+def server_process(
+    env: dict[str, str],
+    workers: int = 1,
+    *,
+    args: Sequence[str] = (),
+    host_name: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: Path | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Start `keyturn serve [args]` with `env`, reached as `http://host_name:port` (the
+    issuer; a free port unless given); yields that base URL and the process, whose
+    stdout the test may read. Its stderr (the server's log) goes to `log_path`, else
+    to a temporary file: a pipe nobody reads would block the server once full."""
+    port = port or free_port()
+    base = f"http://{host_name}:{port}"
+    # Closed in the `finally` below, after the server has stopped writing to it.
+    log = log_path.open("w+") if log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keyturn", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "keyturn",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            *args,
+        ],
         env={**os.environ, **env, "KEYTURN_ISSUER": base},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited: {proc.stderr.read() if proc.stderr else ''}"
-                )
+                log.seek(0)
+                raise RuntimeError(f"the server exited: {log.read()}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -47,10 +80,11 @@ def running_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the server did not start")
             time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()

@@ -9,37 +9,98 @@ import uvicorn
 
 from keyturn.cli.runtime import common, run, settings_for
 from keyturn.core.models import StoredKey
-from keyturn.wiring import Engine, migrate
+from keyturn.crypto.passwords import Passwords
+from keyturn.observability.logs import configure_logging
+from keyturn.observability.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
+from keyturn.service.demo import DemoSetup, origin_of, set_up_demo
+from keyturn.settings import Settings
+from keyturn.wiring import Engine, SystemClock, SystemRandomness, migrate
+
+APP = "keyturn.web.app:app_from_environment"
+DEMO_APP = "keyturn.web.app:demo_app_from_environment"
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Seed a user `demo` (a new password, printed once) and the browser client "
+    "`demo-web`, and serve the demo page at /.",
+)
 @common
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) -> None:
     """Run the server; creates or migrates the schema first."""
     settings = settings_for(ctx)
+    if demo and "issuer" not in settings.model_fields_set:
+        # The page's origin must be the demo client's allowed origin, and its refresh
+        # cookie is Secure: over plain http, browsers keep one only for a potentially
+        # trustworthy origin such as localhost.
+        settings = settings_for(ctx, issuer=f"http://localhost:{port}")
+    configure_logging(settings)
     migrate(settings)
 
     async def keys(engine: Engine) -> list[StoredKey]:
         return await engine.admin.list_keys()  # opening the engine creates missing keys
 
-    run(ctx, keys)
+    async def seed(engine: Engine) -> DemoSetup:
+        return await set_up_demo(
+            engine.store,
+            engine.admin,
+            Passwords(),
+            SystemClock(),
+            SystemRandomness(),
+            origin=origin_of(settings.issuer),
+            access_token_ttl=settings.demo_access_token_ttl,
+        )
+
+    if demo:
+        banner(settings, run(ctx, seed, issuer=settings.issuer))
+    else:
+        run(ctx, keys)
     # Every worker process builds its settings from the environment: hand it ours.
     os.environ["KEYTURN_DATABASE_URL"] = settings.database_url
+    if demo:
+        os.environ["KEYTURN_ISSUER"] = settings.issuer
     click.echo(f"keyturn serving {settings.issuer} on http://{host}:{port} ({workers} worker(s))")
-    uvicorn.run(
-        "keyturn.web.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        # uvicorn's access log prints request lines, query strings included: a client
-        # that puts a secret in the URL must not have it written down.
-        access_log=False,
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-    )
+    # Before any worker starts: their metrics go to files that every worker's scrape adds up.
+    metrics_dir = prepare_multiprocess_dir(workers)
+    try:
+        uvicorn.run(
+            DEMO_APP if demo else APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # uvicorn's access log prints request lines, query strings included: a client
+            # that puts a secret in the URL must not have it written down. keyturn writes
+            # its own (`keyturn.access`), by route template.
+            access_log=False,
+            log_level="warning",
+            # No handlers of uvicorn's own: its records go to keyturn's (JSON, redacted).
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        remove_multiprocess_dir(metrics_dir)
+
+
+def banner(settings: Settings, setup: DemoSetup) -> None:
+    origin = origin_of(settings.issuer)
+    ttl = setup.client.lifetimes.access_token_ttl or settings.access_token_ttl
+    again = " (reset: the old one no longer works)" if setup.user_existed else ""
+    click.echo()
+    click.secho("keyturn demo", bold=True)
+    click.echo(f"  open      {origin}/")
+    click.echo(f"  username  {setup.username}")
+    click.echo(f"  password  {setup.password}")
+    click.echo(f"  A new password on every start{again}; it is shown only here.")
+    click.echo(f"  The page signs in as client {setup.client.id}: access tokens of {ttl} s in")
+    click.echo("  memory, the refresh token in an httpOnly cookie, rotated before expiry.")
+    click.echo(f"  Open exactly {origin}: the client accepts that origin only, and the")
+    click.echo("  Secure cookie needs https or localhost.")
+    click.echo()

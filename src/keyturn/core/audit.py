@@ -31,6 +31,11 @@ class EventType(enum.StrEnum):
     CLIENT_DISABLED = "client_disabled"
     KEY_ROTATED = "key_rotated"
     KEY_CREATED = "key_created"
+    CLIENT_AUTHENTICATION_FAILED = "client_authentication_failed"
+    """A confidential client presented a wrong secret."""
+    AUTHORIZATION_CODE_REFUSED = "authorization_code_refused"
+    """An unused authorization code presented wrongly (verifier, client, redirect URI,
+    expiry), which burns it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,13 @@ class UnsupportedGrantType(KeyturnError):
     default_public = "The grant type is not supported."
 
 
+class UnsupportedResponseType(KeyturnError):
+    """RFC 6749 §4.1.2.1: the authorization server does not issue this response type."""
+
+    code = "unsupported_response_type"
+    default_public = "Only response_type=code is supported."
+
+
 class InvalidScope(KeyturnError):
     code = "invalid_scope"
     default_public = "The requested scope is invalid or exceeds what was granted."
@@ -117,6 +124,7 @@ ALL_ERRORS: tuple[type[KeyturnError], ...] = (
     InvalidGrant,
     UnauthorizedClient,
     UnsupportedGrantType,
+    UnsupportedResponseType,
     InvalidScope,
     LoginFailed,
     PasswordRejected,

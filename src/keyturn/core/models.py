@@ -50,6 +50,9 @@ class RevocationReason(enum.StrEnum):
     """The same device logged in again while presenting this session's token."""
     TOKEN_REVOKED = "token_revoked"
     """RFC 7009 revocation of the refresh token."""
+    CODE_REUSED = "code_reused"
+    """The authorization code that opened the session was presented again (RFC 6749
+    §4.1.2: the tokens it issued "SHOULD" be revoked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,37 @@ class Session:
     def access_token_expiry(self, now: datetime, ttl: int) -> datetime:
         """I5: an access token never outlives its session's absolute deadline."""
         return min(now + timedelta(seconds=ttl), self.absolute_expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCode:
+    """An authorization code (RFC 6749 §4.1.2), stored only as the SHA-256 of its text.
+
+    Single use: `used_at` is set by the one redemption that wins, together with the
+    session it opened (`session_id`, `None` when the redemption was refused and only
+    burnt the code), so a second presentation finds the session to end.
+    """
+
+    code_hash: str
+    client_id: ClientId
+    user_id: UserId
+    redirect_uri: str
+    redirect_uri_given: bool
+    """Whether the authorization request named `redirect_uri` itself (then the token
+    request must repeat it, RFC 6749 §4.1.3) or it was the client's only one."""
+    code_challenge: str
+    """The PKCE S256 challenge (RFC 7636 §4.2)."""
+    scope: Scope
+    authenticated_at: datetime
+    created_at: datetime
+    expires_at: datetime
+    device: Device = field(default_factory=Device)
+    used_at: datetime | None = None
+    session_id: SessionId | None = None
+
+    @property
+    def used(self) -> bool:
+        return self.used_at is not None
 
 
 class KeyUse(enum.StrEnum):

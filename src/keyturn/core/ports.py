@@ -16,6 +16,7 @@ from typing import Protocol
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    AuthorizationCode,
     Client,
     RevocationReason,
     Session,
@@ -145,10 +146,35 @@ class SessionStore(Protocol):
         """Sessions, newest first; of one user when `user_id` is given."""
         ...
 
+    async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
+        """Revoked sessions in `(revoked_at, id)` order, those after `(after, after_id)`
+        only, at most `limit`: the revocation feed's page."""
+        ...
+
     async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
         """Delete at most `batch_size` sessions that ended (revoked, or past a deadline)
-        more than `retention_seconds` before `now`, in one short transaction. Returns
-        how many it deleted; the caller repeats until 0."""
+        more than `retention_seconds` before `now`, and as many authorization codes
+        that expired that long ago, in one short transaction. Returns how many rows it
+        deleted; the caller repeats until 0."""
+        ...
+
+
+class AuthorizationCodeStore(Protocol):
+    async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
+        """Insert an unused code and record `event`, in one transaction."""
+        ...
+
+    async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        """The code as last committed, used or not; `None` if unknown."""
+        ...
+
+    async def redeem_authorization_code(
+        self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
+    ) -> bool:
+        """Use the code once: if it is unused, set `used_at = at` and `session_id`, insert
+        `session` (when given; `None` only burns the code), and record `event`, in one
+        transaction. Returns False, changing nothing, if the code is unknown or was
+        used already: of any number of concurrent redemptions, exactly one wins."""
         ...
 
 
@@ -190,7 +216,9 @@ class RateLimiter(Protocol):
         ...
 
 
-class Store(UserStore, ClientStore, SessionStore, KeyStore, AuditLog, Protocol):
+class Store(
+    UserStore, ClientStore, SessionStore, AuthorizationCodeStore, KeyStore, AuditLog, Protocol
+):
     """Everything keyturn persists, behind one connection pool."""
 
     async def ping(self) -> None:

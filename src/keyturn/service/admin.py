@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
+from keyturn.core.authorization import redirect_uri_problem
 from keyturn.core.errors import InvalidRequest, NotFound
 from keyturn.core.ids import ClientId, SessionId, UserId
 from keyturn.core.models import (
@@ -129,16 +130,23 @@ class Admin:
         here and stored only as a hash."""
         if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH or not client_id.isprintable():
             raise InvalidRequest("A client id is 1 to 128 printable characters.")
-        grants = frozenset(grant_types) or _default_grants(client_type)
+        redirect_uris = tuple(redirect_uris)
+        grants = frozenset(grant_types) or _default_grants(client_type, bool(redirect_uris))
         if client_type is ClientType.PUBLIC and GrantType.CLIENT_CREDENTIALS in grants:
             raise InvalidRequest("A public client cannot use client_credentials.")
+        for uri in redirect_uris:
+            problem = redirect_uri_problem(uri)
+            if problem:
+                raise InvalidRequest(f"Redirect URI {uri!r} refused: {problem}.")
+        if GrantType.AUTHORIZATION_CODE in grants and not redirect_uris:
+            raise InvalidRequest("The authorization_code grant needs a redirect URI.")
         secret = generate_secret(self._random) if client_type is ClientType.CONFIDENTIAL else None
         now = self._clock.now()
         client = Client(
             id=ClientId(client_id),
             type=client_type,
             secret_hash=hash_secret(secret) if secret else None,
-            redirect_uris=tuple(redirect_uris),
+            redirect_uris=redirect_uris,
             grant_types=grants,
             scope=scope,
             delivery=delivery,
@@ -219,9 +227,9 @@ class Admin:
                 return total
 
 
-def _default_grants(client_type: ClientType) -> frozenset[GrantType]:
+def _default_grants(client_type: ClientType, redirects: bool) -> frozenset[GrantType]:
+    """Without redirect URIs a client cannot use the authorization code grant."""
+    code = {GrantType.AUTHORIZATION_CODE} if redirects else set()
     if client_type is ClientType.CONFIDENTIAL:
-        return frozenset(
-            {GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS}
-        )
-    return frozenset({GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN, GrantType.PASSWORD})
+        return frozenset({*code, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS})
+    return frozenset({*code, GrantType.REFRESH_TOKEN, GrantType.PASSWORD})

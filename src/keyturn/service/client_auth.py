@@ -9,10 +9,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client
-from keyturn.core.ports import ClientStore
+from keyturn.core.ports import AuditLog, ClientStore, Clock
 from keyturn.crypto.client_secrets import hash_secret, verify_secret
 
 MAX_CLIENT_ID_LENGTH = 128
@@ -36,8 +37,10 @@ class ClientCredentials:
 
 
 class ClientAuthenticator:
-    def __init__(self, clients: ClientStore) -> None:
+    def __init__(self, clients: ClientStore, audit: AuditLog, clock: Clock) -> None:
         self._clients = clients
+        self._audit = audit
+        self._clock = clock
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:
         """The client the credentials prove, or `InvalidClient`."""
@@ -54,6 +57,16 @@ class ClientAuthenticator:
             if secret is None or client.secret_hash is None:
                 raise InvalidClient(detail="confidential client without a secret")
             if not verify_secret(client.secret_hash, secret):
+                # Audited (the per-client rate limit bounds how many rows this writes):
+                # a burst of these is someone guessing the secret.
+                await self._audit.record(
+                    SecurityEvent(
+                        type=EventType.CLIENT_AUTHENTICATION_FAILED,
+                        at=self._clock.now(),
+                        client_id=client.id,
+                        reason="wrong_secret",
+                    )
+                )
                 raise InvalidClient(detail="wrong secret")
         elif secret is not None or credentials.method is not AuthMethod.NONE:
             # A public client has no secret: one sent anyway is a registration mismatch.

@@ -26,6 +26,9 @@ class EngineConfig:
     reuse_revokes: ReuseScope = ReuseScope.SESSION
     login_failures_per_account: int = 5
     login_lockout_seconds: int = 900
+    authorization_code_ttl: int = 60
+    """Seconds an authorization code may wait for its exchange (RFC 6749 §4.1.2
+    recommends at most ten minutes)."""
     key_refresh_seconds: int = 30
     """How often a process re-reads the key table to learn of a rotation elsewhere."""
 

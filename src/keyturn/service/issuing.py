@@ -1,9 +1,14 @@
-"""Minting the answer of a grant that has been decided and committed."""
+"""Opening a session, and minting the answer of a grant that has been decided and
+committed."""
 
 from __future__ import annotations
 
-from keyturn.core.models import Client, Session
-from keyturn.core.ports import Clock
+import uuid
+from datetime import datetime, timedelta
+
+from keyturn.core.ids import SessionId, UserId
+from keyturn.core.models import Client, Device, Session
+from keyturn.core.ports import Clock, Randomness
 from keyturn.core.scopes import Scope, format_scope
 from keyturn.service.config import EngineConfig
 from keyturn.service.results import IssuedTokens
@@ -41,4 +46,38 @@ async def issue_for_session(
         refresh_token=await tokens.encode_refresh(session, generation),
         session_id=session.id,
         refresh_expires_at=session.idle_expires_at,
+    )
+
+
+async def new_session(
+    tokens: Tokens,
+    clock: Clock,
+    randomness: Randomness,
+    config: EngineConfig,
+    user_id: UserId,
+    client: Client,
+    scope: Scope,
+    device: Device,
+    authenticated_at: datetime | None = None,
+) -> Session:
+    """A new session at generation 0, not yet stored: its deadlines from the client's
+    lifetimes, a fresh salt, the active MAC key."""
+    now = clock.now()
+    lifetimes = config.lifetimes_for(client)
+    absolute = now + timedelta(seconds=lifetimes.session_max_ttl)
+    return Session(
+        id=SessionId(str(uuid.UUID(bytes=randomness.token_bytes(16), version=4))),
+        user_id=user_id,
+        client_id=client.id,
+        scope=scope,
+        salt=tokens.new_salt(),
+        generation=0,
+        mac_key_id=await tokens.active_mac_key_id(),
+        created_at=now,
+        last_used_at=now,
+        rotated_at=None,
+        idle_expires_at=min(now + timedelta(seconds=lifetimes.session_idle_ttl), absolute),
+        absolute_expires_at=absolute,
+        device=device,
+        authenticated_at=authenticated_at,
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
 
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import (
@@ -16,7 +14,7 @@ from keyturn.core.errors import (
     RateLimited,
     UnauthorizedClient,
 )
-from keyturn.core.ids import SessionId, UserId
+from keyturn.core.ids import UserId
 from keyturn.core.models import Client, Device, GrantType, RevocationReason, Session, User
 from keyturn.core.ports import Clock, Randomness, RateLimiter, Store
 from keyturn.core.rotation import is_reuse
@@ -24,7 +22,7 @@ from keyturn.core.scopes import Scope, narrow
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
-from keyturn.service.issuing import issue_for_session
+from keyturn.service.issuing import issue_for_session, new_session
 from keyturn.service.results import IssuedTokens
 from keyturn.service.tokens import Tokens
 
@@ -83,6 +81,29 @@ class Login:
         if granted is None:
             raise InvalidScope
 
+        user = await self.authenticate(username, password, client, context)
+        if previous_refresh_token:
+            await self._end_previous(previous_refresh_token, user.id, client, context)
+
+        device = Device(
+            user_agent=context.device.user_agent, ip=context.device.ip, name=device_name
+        )
+        session = await self._open_session(user, client, granted, device)
+        return await issue_for_session(
+            self._tokens, self._clock, self._config, session, client, 0, granted
+        )
+
+    async def authenticate(
+        self, username: str, password: str, client: Client, context: RequestContext = NO_CONTEXT
+    ) -> User:
+        """The user whose password this is, or `LoginFailed` (or `RateLimited`).
+
+        Every failure of the credentials (unknown user, wrong password, disabled user)
+        costs one Argon2 verify and raises the same error, so the answer tells nothing
+        about which it was.
+        """
+        if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
+            raise InvalidRequest("The username or password is too long.")
         # Counted per account, not per address: rotating X-Forwarded-For or a botnet
         # gains nothing. Refused even with the right password until the window ends.
         account = f"login-failures:{username.casefold()}"
@@ -105,17 +126,7 @@ class Login:
             )
             raise LoginFailed
         assert user is not None  # noqa: S101 - _verify is False without a user
-
-        if previous_refresh_token:
-            await self._end_previous(previous_refresh_token, user.id, client, context)
-
-        device = Device(
-            user_agent=context.device.user_agent, ip=context.device.ip, name=device_name
-        )
-        session = await self._open_session(user, client, granted, device)
-        return await issue_for_session(
-            self._tokens, self._clock, self._config, session, client, 0, granted
-        )
+        return user
 
     async def _verify(self, user: User | None, password: str) -> bool:
         # Argon2 is CPU-bound for tens of milliseconds: off the event loop.
@@ -128,29 +139,14 @@ class Login:
     async def _open_session(
         self, user: User, client: Client, scope: Scope, device: Device
     ) -> Session:
-        now = self._clock.now()
-        lifetimes = self._config.lifetimes_for(client)
-        absolute = now + timedelta(seconds=lifetimes.session_max_ttl)
-        session = Session(
-            id=SessionId(str(uuid.UUID(bytes=self._random.token_bytes(16), version=4))),
-            user_id=user.id,
-            client_id=client.id,
-            scope=scope,
-            salt=self._tokens.new_salt(),
-            generation=0,
-            mac_key_id=await self._tokens.active_mac_key_id(),
-            created_at=now,
-            last_used_at=now,
-            rotated_at=None,
-            idle_expires_at=min(now + timedelta(seconds=lifetimes.session_idle_ttl), absolute),
-            absolute_expires_at=absolute,
-            device=device,
+        session = await new_session(
+            self._tokens, self._clock, self._random, self._config, user.id, client, scope, device
         )
         await self._store.create_session(
             session,
             SecurityEvent(
                 type=EventType.LOGIN_SUCCEEDED,
-                at=now,
+                at=session.created_at,
                 user_id=user.id,
                 client_id=client.id,
                 session_id=session.id,

@@ -12,7 +12,14 @@ from datetime import datetime, timedelta
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, NotFound
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
-from keyturn.core.models import Client, RevocationReason, Session, StoredKey, User
+from keyturn.core.models import (
+    AuthorizationCode,
+    Client,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
 
 
 class MemoryStore:
@@ -22,6 +29,7 @@ class MemoryStore:
         self._clients: dict[ClientId, Client] = {}
         self._sessions: dict[SessionId, Session] = {}
         self._keys: dict[KeyId, StoredKey] = {}
+        self._codes: dict[str, AuthorizationCode] = {}
         self._events: list[RecordedEvent] = []
 
     def _record(self, event: SecurityEvent) -> None:
@@ -193,6 +201,14 @@ class MemoryStore:
         ]
         return sorted(found, key=lambda s: (s.created_at, s.id), reverse=True)
 
+    async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
+        revoked = [
+            s
+            for s in self._sessions.values()
+            if s.revoked_at is not None and (s.revoked_at, s.id) > (after, after_id)
+        ]
+        return sorted(revoked, key=lambda s: (s.revoked_at or after, s.id))[:limit]
+
     async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
         cutoff = now - timedelta(seconds=retention_seconds)
         async with self._lock:
@@ -205,7 +221,39 @@ class MemoryStore:
             ][:batch_size]
             for sid in doomed:
                 del self._sessions[sid]
-            return len(doomed)
+            stale = [h for h, c in self._codes.items() if c.expires_at < cutoff][:batch_size]
+            for code_hash in stale:
+                del self._codes[code_hash]
+            return len(doomed) + len(stale)
+
+    # Authorization codes
+
+    async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
+        async with self._lock:
+            if code.code_hash in self._codes:
+                raise AlreadyExists("This authorization code exists.")
+            self._codes[code.code_hash] = code
+            self._record(event)
+
+    async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        return self._codes.get(code_hash)
+
+    async def redeem_authorization_code(
+        self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
+    ) -> bool:
+        async with self._lock:
+            code = self._codes.get(code_hash)
+            if code is None or code.used:
+                return False
+            if session is not None and session.id in self._sessions:
+                raise AlreadyExists("A session with this id exists.")
+            self._codes[code_hash] = replace(
+                code, used_at=at, session_id=session.id if session else None
+            )
+            if session is not None:
+                self._sessions[session.id] = session
+            self._record(event)
+            return True
 
     # Keys
 

@@ -50,7 +50,15 @@ import asyncpg
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
-from keyturn.core.models import Client, Device, RevocationReason, Session, StoredKey, User
+from keyturn.core.models import (
+    AuthorizationCode,
+    Client,
+    Device,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
 from keyturn.storage import rows
 from keyturn.storage.postgres_errors import connection_lost, may_repeat, translate
 
@@ -149,17 +157,62 @@ SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
 
+_ADD_CODE = _with_event(_insert("authorization_codes", rows.CODE_COLUMNS, _EVENT_ARGS + 1))
+
+
+def _redeem(with_session: bool) -> str:
+    """One statement that uses the code if it is unused, opens its session (when there
+    is one) and records the event, or does nothing at all. Parameters: the event
+    ($1..$11), `used_at`, `session_id`, `code_hash`, then the session's columns. Of
+    concurrent redemptions, the first takes the row lock; the others re-check `used_at
+    IS NULL` on the row it committed, match nothing and insert nothing."""
+    first = _EVENT_ARGS + 4
+    columns = ", ".join(rows.SESSION_COLUMNS)
+    values = _placeholders(len(rows.SESSION_COLUMNS), first)
+    open_session = (
+        f", opened AS (INSERT INTO sessions ({columns}) SELECT {values} FROM taken)"  # noqa: S608 - fixed names
+        if with_session
+        else ""
+    )
+    event_columns = ", ".join(rows.EVENT_COLUMNS)
+    return f"""
+WITH taken AS (
+    UPDATE authorization_codes SET used_at = ${_EVENT_ARGS + 1}, session_id = ${_EVENT_ARGS + 2}
+    WHERE code_hash = ${_EVENT_ARGS + 3} AND used_at IS NULL
+    RETURNING code_hash
+){open_session}, recorded AS (
+    INSERT INTO audit_events ({event_columns})
+    SELECT {_placeholders(_EVENT_ARGS)} FROM taken
+)
+SELECT count(*) FROM taken
+"""  # noqa: S608 - fixed names
+
+
+_REDEEM_WITH_SESSION = _redeem(with_session=True)
+_BURN_CODE = _redeem(with_session=False)
+
 # FOR UPDATE SKIP LOCKED: a row being rotated or revoked right now is left for the next
 # batch, so the purge never waits on, or deadlocks with, the hot path. Without an index
 # on idle_expires_at (one would make every rotation a non-HOT update) this scans until
 # it has a batch; the purge is a background chore, the rotation is not.
 _PURGE = """
-DELETE FROM sessions WHERE id IN (
-    SELECT id FROM sessions
-    WHERE revoked_at < $1 OR idle_expires_at < $1 OR absolute_expires_at < $1
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
+WITH sessions_gone AS (
+    DELETE FROM sessions WHERE id IN (
+        SELECT id FROM sessions
+        WHERE revoked_at < $1 OR idle_expires_at < $1 OR absolute_expires_at < $1
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
+), codes_gone AS (
+    DELETE FROM authorization_codes WHERE code_hash IN (
+        SELECT code_hash FROM authorization_codes WHERE expires_at < $1
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
 )
+SELECT (SELECT count(*) FROM sessions_gone) + (SELECT count(*) FROM codes_gone)
 """
 
 # Separate statements rather than `($1 IS NULL OR col = $1)`: once PostgreSQL switches a
@@ -580,10 +633,51 @@ class PostgresStore:
             return []
         return [rows.session_from(r, from_db) for r in found]
 
+    async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
+        if not rows.storable(after_id):
+            return []
+        found = await self._all(
+            "SELECT * FROM sessions WHERE revoked_at IS NOT NULL "
+            "AND (revoked_at, id) > ($1, $2) ORDER BY revoked_at, id LIMIT $3",
+            to_db(after),
+            after_id,
+            limit,
+        )
+        return [rows.session_from(r, from_db) for r in found]
+
     async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
         cutoff = now - timedelta(seconds=retention_seconds)
-        status = await self._run(lambda conn: conn.execute(_PURGE, cutoff, batch_size))
-        return int(status.split()[-1])
+        deleted = await self._run(lambda conn: conn.fetchval(_PURGE, cutoff, batch_size))
+        return int(deleted)
+
+    # Authorization codes
+
+    async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
+        values = rows.code_values(code, to_db)
+        _require_storable(values, "authorization request")
+        await self._run(lambda conn: conn.execute(_ADD_CODE, *_event_values(event), *values))
+
+    async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        if not rows.storable(code_hash):
+            return None
+        row = await self._one("SELECT * FROM authorization_codes WHERE code_hash = $1", code_hash)
+        return rows.code_from(row, from_db) if row else None
+
+    async def redeem_authorization_code(
+        self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
+    ) -> bool:
+        if not rows.storable(code_hash):
+            return False
+        head = (*_event_values(event), to_db(at), session.id if session else None, code_hash)
+        if session is None:
+            taken = await self._run(lambda conn: conn.fetchval(_BURN_CODE, *head))
+        else:
+            values = rows.session_values(session, to_db)
+            _require_storable(values, "session")
+            taken = await self._run(
+                lambda conn: conn.fetchval(_REDEEM_WITH_SESSION, *head, *values)
+            )
+        return bool(taken)
 
     # Keys
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    AuthorizationCode,
     Client,
     ClientType,
     Delivery,
@@ -47,6 +48,11 @@ SESSION_COLUMNS = (
     "id", "user_id", "client_id", "scope", "salt", "generation", "mac_key_id", "created_at",
     "authenticated_at", "last_used_at", "rotated_at", "idle_expires_at",
     "absolute_expires_at", "revoked_at", "revoked_reason", "user_agent", "ip", "device_name",
+)  # fmt: skip
+CODE_COLUMNS = (
+    "code_hash", "client_id", "user_id", "redirect_uri", "redirect_uri_given",
+    "code_challenge", "scope", "authenticated_at", "created_at", "expires_at", "used_at",
+    "session_id", "user_agent", "ip",
 )  # fmt: skip
 KEY_COLUMNS = (
     "kid", "use", "alg", "state", "public_jwk", "encrypted_private", "created_at",
@@ -176,6 +182,43 @@ def session_from(row: Row, from_db: FromDb) -> Session:
         revoked_at=_opt_from(row["revoked_at"], from_db),
         revoked_reason=RevocationReason(row["revoked_reason"]) if row["revoked_reason"] else None,
         device=Device(user_agent=row["user_agent"], ip=row["ip"], name=row["device_name"]),
+    )
+
+
+def code_values(code: AuthorizationCode, to_db: ToDb) -> tuple[Any, ...]:
+    return (
+        code.code_hash,
+        code.client_id,
+        code.user_id,
+        code.redirect_uri,
+        code.redirect_uri_given,
+        code.code_challenge,
+        format_scope(code.scope),
+        to_db(code.authenticated_at),
+        to_db(code.created_at),
+        to_db(code.expires_at),
+        _opt(code.used_at, to_db),
+        code.session_id,
+        code.device.user_agent,
+        code.device.ip,
+    )
+
+
+def code_from(row: Row, from_db: FromDb) -> AuthorizationCode:
+    return AuthorizationCode(
+        code_hash=row["code_hash"],
+        client_id=ClientId(row["client_id"]),
+        user_id=UserId(row["user_id"]),
+        redirect_uri=row["redirect_uri"],
+        redirect_uri_given=bool(row["redirect_uri_given"]),
+        code_challenge=row["code_challenge"],
+        scope=frozenset(row["scope"].split()),
+        authenticated_at=from_db(row["authenticated_at"]),
+        created_at=from_db(row["created_at"]),
+        expires_at=from_db(row["expires_at"]),
+        used_at=_opt_from(row["used_at"], from_db),
+        session_id=SessionId(row["session_id"]) if row["session_id"] else None,
+        device=Device(user_agent=row["user_agent"], ip=row["ip"]),
     )
 
 

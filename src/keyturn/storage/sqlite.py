@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
-from keyturn.core.models import Client, RevocationReason, Session, StoredKey, User
+from keyturn.core.models import (
+    AuthorizationCode,
+    Client,
+    RevocationReason,
+    Session,
+    StoredKey,
+    User,
+)
 from keyturn.storage import rows
 
 T = TypeVar("T")
@@ -49,6 +56,7 @@ _INSERT_USER = _insert("users", rows.USER_COLUMNS)
 _INSERT_CLIENT = _insert("clients", rows.CLIENT_COLUMNS)
 _INSERT_SESSION = _insert("sessions", rows.SESSION_COLUMNS)
 _INSERT_EVENT = _insert("audit_events", rows.EVENT_COLUMNS)
+_INSERT_CODE = _insert("authorization_codes", rows.CODE_COLUMNS)
 _UPSERT_KEY = (
     _insert("signing_keys", rows.KEY_COLUMNS)
     + " ON CONFLICT (kid) DO UPDATE SET "
@@ -359,6 +367,21 @@ class SqliteStore:
         )
         return [rows.session_from(r, from_db) for r in found]
 
+    async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
+        if not rows.storable(after_id):
+            return []
+        at = to_db(after)
+        found = await self._all(
+            "SELECT * FROM sessions WHERE revoked_at IS NOT NULL "
+            "AND (revoked_at > ? OR (revoked_at = ? AND id > ?)) "
+            "ORDER BY revoked_at, id LIMIT ?",
+            at,
+            at,
+            after_id,
+            limit,
+        )
+        return [rows.session_from(r, from_db) for r in found]
+
     async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
         cutoff = to_db(now - timedelta(seconds=retention_seconds))
 
@@ -369,11 +392,56 @@ class SqliteStore:
                 "LIMIT ?)",
                 (cutoff, cutoff, cutoff, batch_size),
             )
-            return deleted.rowcount
+            codes = db.execute(
+                "DELETE FROM authorization_codes WHERE code_hash IN (SELECT code_hash "
+                "FROM authorization_codes WHERE expires_at < ? LIMIT ?)",
+                (cutoff, batch_size),
+            )
+            return deleted.rowcount + codes.rowcount
 
         return await self._write(work)
 
-    # Keys
+    # Authorization codes
+
+    async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
+        values = rows.code_values(code, to_db)
+        if not rows.storable(*values):
+            raise InvalidRequest("The authorization request holds a forbidden character.")
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT_CODE, values)
+            self._event(db, event)
+
+        await self._write(work)
+
+    async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        if not rows.storable(code_hash):
+            return None
+        row = await self._one("SELECT * FROM authorization_codes WHERE code_hash = ?", code_hash)
+        return rows.code_from(row, from_db) if row else None
+
+    async def redeem_authorization_code(
+        self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
+    ) -> bool:
+        if not rows.storable(code_hash):
+            return False
+
+        def work(db: sqlite3.Connection) -> bool:
+            # The write lock is taken by BEGIN IMMEDIATE: one redemption at a time, and
+            # only the first finds the code unused.
+            taken = db.execute(
+                "UPDATE authorization_codes SET used_at = ?, session_id = ? "
+                "WHERE code_hash = ? AND used_at IS NULL",
+                (to_db(at), session.id if session else None, code_hash),
+            ).rowcount
+            if taken != 1:
+                return False
+            if session is not None:
+                db.execute(_INSERT_SESSION, rows.session_values(session, to_db))
+            self._event(db, event)
+            return True
+
+        return await self._write(work)
 
     async def list_keys(self) -> list[StoredKey]:
         found = await self._all("SELECT * FROM signing_keys ORDER BY created_at, kid")

@@ -10,15 +10,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from keyturn.core.errors import KeyturnError, StoreUnavailable
+from keyturn.observability.logs import configure_logging
+from keyturn.observability.metrics import Metrics
+from keyturn.observability.store_metrics import StoreMetrics
 from keyturn.settings import Settings
-from keyturn.web import first_party, metadata, oauth_inspect, oauth_token
+from keyturn.web import (
+    api_docs,
+    authorize,
+    first_party,
+    metadata,
+    oauth_inspect,
+    oauth_token,
+    revocations,
+)
+from keyturn.web import demo as demo_page
+from keyturn.web.cors import AllowedOrigins, FirstPartyCORS, LoadClients
 from keyturn.web.forms import BodyTooLarge
+from keyturn.web.metrics import ObservedRequests, scrape
 from keyturn.web.responses import error_response, json_response, plain_error
+from keyturn.web.security_headers import SecurityHeaders
 from keyturn.wiring import Engine, open_engine
 
 log = logging.getLogger("keyturn.web")
@@ -70,12 +87,21 @@ async def http_error(request: Request, error: Exception) -> Response:
     return plain_error(error.status_code, code, str(error.detail), headers)
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
-    """The application; it opens its own engine from `settings` unless given one."""
+def _clients(scope: Scope) -> LoadClients:
+    engine: Engine = scope["app"].state.engine
+    return engine.admin.list_clients
+
+
+def create_app(
+    settings: Settings, engine: Engine | None = None, *, demo: bool = False
+) -> Starlette:
+    """The application; it opens its own engine from `settings` unless given one.
+    `demo` adds the demo page at `/` (`keyturn serve --demo`)."""
+    metrics = Metrics.for_this_process()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.engine = engine or await open_engine(settings)
+        app.state.engine = engine or await open_engine(settings, observers=[StoreMetrics(metrics)])
         try:
             yield
         finally:
@@ -91,6 +117,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
             methods=["GET"],
         ),
         Route("/.well-known/jwks.json", endpoint(metadata.jwks), methods=["GET"]),
+        Route("/oauth/authorize", endpoint(authorize.authorize), methods=["GET", "POST"]),
         Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
         Route("/oauth/revoke", endpoint(oauth_inspect.revoke), methods=["POST"]),
         Route("/oauth/introspect", endpoint(oauth_inspect.introspect), methods=["POST"]),
@@ -101,12 +128,42 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/auth/sessions", endpoint(first_party.list_sessions), methods=["GET"]),
         Route("/auth/sessions/{sid}", endpoint(first_party.end_session), methods=["DELETE"]),
         Route("/auth/password", endpoint(first_party.change_password), methods=["POST"]),
+        Route("/auth/revocations", endpoint(revocations.revocations), methods=["GET"]),
+        Route("/metrics", endpoint(scrape(metrics, settings.metrics_token)), methods=["GET"]),
+        Route("/openapi.json", endpoint(api_docs.openapi_json), methods=["GET"]),
+        Route("/docs", endpoint(api_docs.docs_page), methods=["GET"]),
+        *api_docs.asset_routes(endpoint),
+        *demo_page.asset_routes(demo_page.CLIENT_ASSETS),
+    ]
+    if demo:
+        routes += [
+            Route("/", endpoint(demo_page.page), methods=["GET"]),
+            Route("/demo/api/me", endpoint(demo_page.me), methods=["GET"]),
+            *demo_page.asset_routes(demo_page.DEMO_ASSETS),
+        ]
+    origins = AllowedOrigins(settings.allowed_origins_cache_seconds)
+    middleware = [
+        Middleware(ObservedRequests, routes=routes, metrics=metrics),  # outermost: sees all
+        Middleware(SecurityHeaders),
+        Middleware(FirstPartyCORS, origins=origins, load=_clients),
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
 
 
 def app_from_environment() -> Starlette:
     """The factory `keyturn serve` gives the server: settings from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings)  # in each worker: a spawned process starts unconfigured
+    return create_app(settings)
+
+
+def demo_app_from_environment() -> Starlette:
+    """The factory of `keyturn serve --demo`."""
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings, demo=True)

@@ -25,6 +25,7 @@ STATUS: dict[type[errors.KeyturnError], int] = {
     errors.InvalidGrant: 400,
     errors.UnauthorizedClient: 400,
     errors.UnsupportedGrantType: 400,
+    errors.UnsupportedResponseType: 400,
     errors.InvalidScope: 400,
     errors.LoginFailed: 401,
     errors.PasswordRejected: 400,

@@ -106,7 +106,7 @@ def _presented_refresh_token(request: Request, data: dict[str, Any], client: Cli
     return in_body
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -165,7 +165,7 @@ async def logout(request: Request, engine: Engine) -> Response:
 
 
 async def logout_all(request: Request, engine: Engine) -> Response:
-    session = await engine.inspection.bearer_session(_bearer(request))
+    session = await engine.inspection.bearer_session(bearer_token(request))
     await engine.sessions.end_all(session.user_id, context=request_context(request))
     response = Response(status_code=204, headers=dict(NO_STORE))
     _clear_cookie(response)
@@ -173,7 +173,7 @@ async def logout_all(request: Request, engine: Engine) -> Response:
 
 
 async def list_sessions(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(_bearer(request))
+    current = await engine.inspection.bearer_session(bearer_token(request))
     found = await engine.sessions.list_for(current.user_id)
     return json_response(
         [
@@ -196,7 +196,7 @@ async def list_sessions(request: Request, engine: Engine) -> Response:
 
 
 async def end_session(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(_bearer(request))
+    current = await engine.inspection.bearer_session(bearer_token(request))
     sid = request.path_params["sid"]
     if not isinstance(sid, str) or len(sid) > 64 or "\x00" in sid:
         raise InvalidRequest("Malformed session id.")
@@ -210,7 +210,7 @@ async def end_session(request: Request, engine: Engine) -> Response:
 
 
 async def change_password(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(_bearer(request))
+    current = await engine.inspection.bearer_session(bearer_token(request))
     data = await _json(request)
     old = text_field(data, "current_password", max_length=4096) or ""
     new = text_field(data, "new_password", max_length=4096) or ""

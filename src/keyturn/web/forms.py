@@ -67,10 +67,21 @@ def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
     charset = params.get("charset")
     if charset not in (None, "utf-8"):
         raise InvalidRequest("The body must be UTF-8.")
+    form: dict[str, str] = {}
+    for name, values in parse_params(body).items():
+        if len(values) > 1:
+            raise InvalidRequest(f"The parameter {name} is repeated.")
+        if values[0] != "":
+            form[name] = values[0]
+    return form
+
+
+def parse_params(raw: bytes) -> dict[str, list[str]]:
+    """URL-encoded parameters (a query or a form body) with every value each was given,
+    so a repeat can be told apart; refuses what is not UTF-8 or holds a NUL."""
     try:
-        text = body.decode("ascii")
         pairs = parse_qsl(
-            text,
+            raw.decode("ascii"),
             keep_blank_values=True,
             strict_parsing=False,
             encoding="utf-8",
@@ -78,15 +89,13 @@ def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
             max_num_fields=MAX_FIELDS,
         )
     except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("The body is not valid form-encoded UTF-8.") from None
-    form: dict[str, str] = {}
+        raise InvalidRequest("The parameters are not valid URL-encoded UTF-8.") from None
+    params: dict[str, list[str]] = {}
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
-            raise InvalidRequest("The body contains a NUL character.")
-        if name in form:
-            raise InvalidRequest(f"The parameter {name} is repeated.")
-        form[name] = value
-    return {name: value for name, value in form.items() if value != ""}
+            raise InvalidRequest("The parameters contain a NUL character.")
+        params.setdefault(name, []).append(value)
+    return params
 
 
 def parse_json_object(content_type: str | None, body: bytes) -> dict[str, Any]:

@@ -18,15 +18,22 @@ before it signs, and a retired one stays longer after, than this."""
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
 
-def metadata(issuer: str) -> dict[str, Any]:
+def metadata(issuer: str, scopes: list[str]) -> dict[str, Any]:
     base = issuer.rstrip("/")
     return {
         "issuer": issuer,
+        "authorization_endpoint": f"{base}/oauth/authorize",
         "token_endpoint": f"{base}/oauth/token",
         "jwks_uri": f"{base}/.well-known/jwks.json",
+        "scopes_supported": scopes,
         # Explicit, because an absent list means ["authorization_code", "implicit"].
-        "grant_types_supported": ["refresh_token", "client_credentials"],
-        "response_types_supported": [],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        # RFC 7636 §4.2; "plain" is never accepted (RFC 9700 §2.1.1).
+        "code_challenge_methods_supported": ["S256"],
+        # RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": True,
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint": f"{base}/oauth/revoke",
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -36,8 +43,12 @@ def metadata(issuer: str) -> dict[str, Any]:
 
 
 async def authorization_server(request: Request, engine: Engine) -> Response:
+    # The scopes a client may be granted: the union of the enabled clients' scopes.
+    clients = await engine.admin.list_clients()
+    scopes = sorted({s for c in clients if c.enabled for s in c.scope})
     return json_response(
-        metadata(engine.config.issuer), headers={"Cache-Control": f"max-age={JWKS_MAX_AGE}"}
+        metadata(engine.config.issuer, scopes),
+        headers={"Cache-Control": f"max-age={JWKS_MAX_AGE}"},
     )
 
 

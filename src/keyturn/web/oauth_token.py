@@ -1,4 +1,4 @@
-"""POST /oauth/token (RFC 6749 §3.2, §4.4, §5, §6): one handler per grant type."""
+"""POST /oauth/token (RFC 6749 §3.2, §4.1.3, §4.4, §5, §6): one branch per grant type."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ async def token(request: Request, engine: Engine) -> Response:
             raise InvalidRequest("The refresh_token parameter is required.")
         issued = await engine.refresher.refresh(
             refresh_token, client, scope, request_context(request)
+        )
+        return token_response(issued)
+    if grant_type == "authorization_code":
+        issued = await engine.authorization.exchange(
+            client,
+            form.get("code"),
+            form.get("redirect_uri"),
+            form.get("code_verifier"),
+            request_context(request),
         )
         return token_response(issued)
     if grant_type == "client_credentials":

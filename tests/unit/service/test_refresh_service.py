@@ -327,7 +327,10 @@ async def test_pw04_oversized_password_is_refused_before_hashing(world: World) -
 
 async def test_login_needs_a_first_party_client(world: World) -> None:
     oauth_only = await world.engine.admin.add_client(
-        "oauth-only", ClientType.PUBLIC, grant_types={GrantType.AUTHORIZATION_CODE}
+        "oauth-only",
+        ClientType.PUBLIC,
+        grant_types={GrantType.AUTHORIZATION_CODE},
+        redirect_uris=["https://app.test/callback"],
     )
     with pytest.raises(UnauthorizedClient):
         await world.engine.login.login("alice", PASSWORD, oauth_only.client)

@@ -1,0 +1,321 @@
+"""`RefreshingAuth`: the httpx authentication flow of the client kit, sync and async.
+
+The rules it keeps, each against a way apps log their users out at random:
+
+- one refresh in flight: every thread (or task) that finds the access token due waits
+  for the one refresh already under way, and then uses its result (two concurrent
+  refreshes of one token would look like a replay to a strict server);
+- the rotated refresh token is saved before anything uses it, so a crash never leaves
+  the store holding a token the server has already rotated out past its grace window;
+- a refresh lost on the network is retried with the same refresh token: the server's
+  grace window hands back the same successor;
+- `invalid_grant` is final: the tokens are forgotten and `LoginRequired` raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+import httpx
+
+from keyturn.client.errors import LoginRequired, RefreshFailed, RefreshUnavailable
+from keyturn.client.stores import MemoryStore, RefreshTokenStore
+
+TokenHook = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class _Access:
+    token: str
+    refresh_at: float
+    """When to refresh ahead of expiry (wall clock)."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one refresh request came to: tokens, a final refusal, or a retryable miss."""
+
+    body: Mapping[str, Any] | None = None
+    refused: Exception | None = None
+    retry: str | None = None
+
+
+class RefreshingAuth(httpx.Auth):
+    def __init__(
+        self,
+        token_endpoint: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        store: RefreshTokenStore | None = None,
+        scope: str | None = None,
+        revocation_endpoint: str | None = None,
+        refresh_at: float = 0.8,
+        jitter: float = 0.05,
+        attempts: int = 4,
+        backoff: float = 0.25,
+        on_tokens: TokenHook | None = None,
+        http: httpx.Client | None = None,
+        async_http: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`refresh_at` is the fraction of an access token's lifetime after which it
+        is refreshed ahead of expiry (± `jitter`, so a fleet does not refresh in step).
+        A refresh that fails on the network is tried `attempts` times in all, waiting
+        `backoff`, then twice that, and so on. `on_tokens` sees every token response,
+        after the refresh token in it has been saved."""
+        if not 0 < refresh_at <= 1 or not 0 <= jitter < refresh_at:
+            raise ValueError("refresh_at is in (0, 1] and jitter in [0, refresh_at)")
+        self.token_endpoint = token_endpoint
+        self.revocation_endpoint = revocation_endpoint
+        self.client_id = client_id
+        self._secret = client_secret
+        self._store = store or MemoryStore()
+        self._scope = scope
+        self._fraction = refresh_at
+        self._jitter = jitter
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._on_tokens = on_tokens
+        self._http = http
+        self._async_http = async_http
+        self._timeout = timeout
+        self._clock = clock
+        self._access: _Access | None = None
+        self._thread_lock = threading.Lock()
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._async_locks = weakref.WeakKeyDictionary()
+        self.refreshes = 0
+        """Refresh requests sent (retries included)."""
+
+    # Tokens
+
+    @property
+    def access_token(self) -> str | None:
+        return self._access.token if self._access else None
+
+    def set_tokens(self, response: Mapping[str, Any]) -> None:
+        """Adopt a token response (RFC 6749 §5.1) from a login or a code exchange."""
+        self._adopt(response, previous=None)
+
+    def forget(self) -> None:
+        """Drop both tokens, here and in the store."""
+        self._access = None
+        self._store.save(None)
+
+    def _adopt(self, body: Mapping[str, Any], previous: str | None) -> None:
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise RefreshFailed("invalid_response", "no access_token in the token response")
+        # RFC 6749 §6: the server MAY issue a new refresh token; keep the old one if not.
+        refresh = body.get("refresh_token") or previous
+        if refresh is not None:
+            self._store.save(str(refresh))  # saved before it can be used
+        lifetime = body.get("expires_in")
+        now = self._clock()
+        if isinstance(lifetime, int | float) and lifetime > 0:
+            spread = self._jitter * (2 * random.random() - 1)  # noqa: S311 - jitter, not a secret
+            refresh_at = now + float(lifetime) * (self._fraction + spread)
+        else:
+            refresh_at = float("inf")  # no lifetime given: refresh on a 401 only
+        self._access = _Access(access, refresh_at)
+        if self._on_tokens is not None:
+            self._on_tokens(body)
+
+    def _due(self, stale: str | None) -> bool:
+        """Whether a refresh is (still) needed: after a 401 only if no one has replaced
+        the token that got it; else when there is no token or it is due."""
+        if stale is not None:
+            return self._access is None or self._access.token == stale
+        return self._access is None or self._clock() >= self._access.refresh_at
+
+    # The flow
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        if self._due(None):
+            self.refresh()
+        used = self._bearer(request)
+        response = yield request
+        if response.status_code == 401:
+            self.refresh(stale=used)
+            self._bearer(request)
+            yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._due(None):
+            await self.refresh_async()
+        used = self._bearer(request)
+        response = yield request
+        if response.status_code == 401:
+            await self.refresh_async(stale=used)
+            self._bearer(request)
+            yield request
+
+    def _bearer(self, request: httpx.Request) -> str:
+        if self._access is None:
+            raise LoginRequired("no access token")
+        request.headers["Authorization"] = f"Bearer {self._access.token}"
+        return self._access.token
+
+    # Refreshing, once however many callers need it
+
+    def refresh(self, *, stale: str | None = None) -> None:
+        with self._thread_lock:
+            if not self._due(stale):
+                return  # another thread refreshed while this one waited
+            token = self._refresh_token()
+            http = self._http or httpx.Client(timeout=self._timeout)
+            try:
+                for attempt in range(self._attempts):
+                    outcome = self._send_sync(http, token)
+                    if self._settle(outcome, token, attempt):
+                        return
+                    time.sleep(self._delay(attempt))
+            finally:
+                if self._http is None:
+                    http.close()
+
+    async def refresh_async(self, *, stale: str | None = None) -> None:
+        async with self._async_lock():
+            if not self._due(stale):
+                return
+            token = self._refresh_token()
+            http = self._async_http or httpx.AsyncClient(timeout=self._timeout)
+            try:
+                for attempt in range(self._attempts):
+                    outcome = await self._send_async(http, token)
+                    if self._settle(outcome, token, attempt):
+                        return
+                    await asyncio.sleep(self._delay(attempt))
+            finally:
+                if self._async_http is None:
+                    await http.aclose()
+
+    def _async_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._async_locks.get(loop)
+        if lock is None:
+            lock = self._async_locks[loop] = asyncio.Lock()
+        return lock
+
+    def _refresh_token(self) -> str:
+        token = self._store.load()
+        if token is None:
+            self._access = None
+            raise LoginRequired("no refresh token saved")
+        return token
+
+    def _send_sync(self, http: httpx.Client, token: str) -> _Outcome:
+        self.refreshes += 1
+        try:
+            response = http.post(self.token_endpoint, data=self._form(token), auth=self._auth())
+        except httpx.TransportError as error:
+            return _Outcome(retry=f"{type(error).__name__}: {error}")
+        return self._read(response)
+
+    async def _send_async(self, http: httpx.AsyncClient, token: str) -> _Outcome:
+        self.refreshes += 1
+        try:
+            response = await http.post(
+                self.token_endpoint, data=self._form(token), auth=self._auth()
+            )
+        except httpx.TransportError as error:
+            return _Outcome(retry=f"{type(error).__name__}: {error}")
+        return self._read(response)
+
+    def _settle(self, outcome: _Outcome, token: str, attempt: int) -> bool:
+        """Apply an outcome; True when done, False to retry. Raises when final."""
+        if outcome.body is not None:
+            self._adopt(outcome.body, previous=token)
+            return True
+        if outcome.refused is not None:
+            if isinstance(outcome.refused, LoginRequired):
+                self.forget()
+            raise outcome.refused
+        if attempt + 1 >= self._attempts:
+            raise RefreshUnavailable(f"refresh failed {self._attempts} times: {outcome.retry}")
+        return False
+
+    def _delay(self, attempt: int) -> float:
+        return float(self._backoff * (2**attempt) * (1 + random.random() / 2))  # noqa: S311
+
+    def _form(self, token: str) -> dict[str, str]:
+        form = {"grant_type": "refresh_token", "refresh_token": token}
+        if self._secret is None:
+            form["client_id"] = self.client_id  # a public client names itself
+        if self._scope:
+            form["scope"] = self._scope
+        return form
+
+    def _auth(self) -> httpx.Auth:
+        # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
+        if self._secret is None:
+            return httpx.Auth()  # a public client: no credentials, never the client's own
+        return httpx.BasicAuth(quote_plus(self.client_id), quote_plus(self._secret))
+
+    @staticmethod
+    def _read(response: httpx.Response) -> _Outcome:
+        if response.status_code >= 500 or response.status_code == 429:
+            return _Outcome(retry=f"HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            return _Outcome(retry=f"HTTP {response.status_code} without a JSON body")
+        if response.status_code == 200 and isinstance(body, dict):
+            return _Outcome(body=body)
+        error = body.get("error") if isinstance(body, dict) else None
+        description = body.get("error_description") if isinstance(body, dict) else None
+        if error == "invalid_grant":
+            return _Outcome(refused=LoginRequired(str(description or "the session has ended")))
+        return _Outcome(refused=RefreshFailed(str(error or response.status_code), description))
+
+    # Logging out
+
+    def logout(self) -> None:
+        """Revoke the refresh token at the server (RFC 7009; its session ends) and
+        forget both tokens. The tokens are forgotten even if the server is unreachable."""
+        token = self._store.load()
+        try:
+            if token is not None and self.revocation_endpoint is not None:
+                http = self._http or httpx.Client(timeout=self._timeout)
+                try:
+                    http.post(
+                        self.revocation_endpoint, data=self._revoke_form(token), auth=self._auth()
+                    )
+                finally:
+                    if self._http is None:
+                        http.close()
+        finally:
+            self.forget()
+
+    async def logout_async(self) -> None:
+        token = self._store.load()
+        try:
+            if token is not None and self.revocation_endpoint is not None:
+                http = self._async_http or httpx.AsyncClient(timeout=self._timeout)
+                try:
+                    await http.post(
+                        self.revocation_endpoint, data=self._revoke_form(token), auth=self._auth()
+                    )
+                finally:
+                    if self._async_http is None:
+                        await http.aclose()
+        finally:
+            self.forget()
+
+    def _revoke_form(self, token: str) -> dict[str, str]:
+        form = {"token": token, "token_type_hint": "refresh_token"}
+        if self._secret is None:
+            form["client_id"] = self.client_id
+        return form

@@ -1,0 +1,242 @@
+"""The authorization code grant (RFC 6749 §4.1 with PKCE, RFC 7636; OAuth 2.1 §4.1):
+check the request, log the user in, hand out a code, and exchange it once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime, timedelta
+
+from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.authorization import (
+    AuthorizationRequest,
+    Params,
+    check_authorization_request,
+    client_and_redirect,
+)
+from keyturn.core.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from keyturn.core.ids import ClientId
+from keyturn.core.models import AuthorizationCode, Client, GrantType, RevocationReason
+from keyturn.core.ports import Clock, Randomness, Store
+from keyturn.crypto.pkce import verifier_matches
+from keyturn.service.config import EngineConfig
+from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.issuing import issue_for_session, new_session
+from keyturn.service.login import Login
+from keyturn.service.results import IssuedTokens
+from keyturn.service.tokens import Tokens
+
+CODE_PREFIX = "kt_ac_"
+MAX_CODE_LENGTH = 128
+
+
+def code_hash(code: str) -> str:
+    """What the store keeps of a code: its SHA-256, so a read of the table issues
+    nothing."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Authorization:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        login: Login,
+        clock: Clock,
+        randomness: Randomness,
+        config: EngineConfig,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._login = login
+        self._clock = clock
+        self._random = randomness
+        self._config = config
+
+    async def check(self, params: Params) -> AuthorizationRequest:
+        """The authorization request, checked (see `core.authorization`); raises
+        `AuthorizationRefused`."""
+        return check_authorization_request(params, await self._client_named(params))
+
+    async def check_redirect(self, params: Params) -> tuple[Client, str]:
+        """Only the client and its redirect URI: where a refusal may be sent."""
+        client, redirect_uri, _ = client_and_redirect(params, await self._client_named(params))
+        return client, redirect_uri
+
+    async def _client_named(self, params: Params) -> Client | None:
+        values = params.get("client_id", ())
+        if len(values) != 1 or not values[0] or len(values[0]) > 256:
+            return None
+        return await self._store.get_client(ClientId(values[0]))
+
+    async def grant_code(
+        self,
+        request: AuthorizationRequest,
+        username: str,
+        password: str,
+        context: RequestContext = NO_CONTEXT,
+    ) -> str:
+        """Check the user's password and return a new authorization code for
+        `request`. Raises `LoginFailed` or `RateLimited` like a first-party login."""
+        user = await self._login.authenticate(username, password, request.client, context)
+        now = self._clock.now()
+        code = CODE_PREFIX + base64.urlsafe_b64encode(self._random.token_bytes(32)).rstrip(
+            b"="
+        ).decode("ascii")
+        await self._store.add_authorization_code(
+            AuthorizationCode(
+                code_hash=code_hash(code),
+                client_id=request.client.id,
+                user_id=user.id,
+                redirect_uri=request.redirect_uri,
+                redirect_uri_given=request.redirect_uri_given,
+                code_challenge=request.code_challenge,
+                scope=request.scope,
+                authenticated_at=now,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self._config.authorization_code_ttl),
+                device=context.device,
+            ),
+            SecurityEvent(
+                type=EventType.LOGIN_SUCCEEDED,
+                at=now,
+                user_id=user.id,
+                client_id=request.client.id,
+                reason="authorization_code",
+                device=context.device,
+            ),
+        )
+        return code
+
+    async def exchange(
+        self,
+        client: Client,
+        code: str | None,
+        redirect_uri: str | None,
+        code_verifier: str | None,
+        context: RequestContext = NO_CONTEXT,
+    ) -> IssuedTokens:
+        """RFC 6749 §4.1.3 and RFC 7636 §4.6: the tokens for a code, once.
+
+        `client` is already authenticated. Every refusal is `invalid_grant`, and every
+        refusal after the code was found burns it: a code is presented successfully
+        once or never.
+        """
+        if GrantType.AUTHORIZATION_CODE not in client.grant_types:
+            raise UnauthorizedClient("This client may not use the authorization code grant.")
+        if code is None:
+            raise InvalidRequest("The code parameter is required.")
+        if len(code) > MAX_CODE_LENGTH or not code.startswith(CODE_PREFIX):
+            raise InvalidGrant(detail="not an authorization code")
+        key = code_hash(code)
+        found = await self._store.get_authorization_code(key)
+        if found is None:
+            raise InvalidGrant(detail="unknown authorization code")
+        now = self._clock.now()
+        if found.used:
+            await self._end_what_it_issued(found, now, context)
+            raise InvalidGrant(detail="authorization code used again")
+        refusal = self._refusal(found, client, redirect_uri, code_verifier, now)
+        if refusal is not None:
+            # A refused presentation burns the code (RFC 7636 §4.6 leaves it to us; a
+            # stolen code must not survive a guess at its verifier).
+            await self._store.redeem_authorization_code(
+                key, now, None, self._refused(found, now, refusal)
+            )
+            raise InvalidGrant(detail=refusal)
+        user = await self._store.get_user(found.user_id)
+        if user is None or not user.enabled:
+            await self._store.redeem_authorization_code(
+                key, now, None, self._refused(found, now, "user gone")
+            )
+            raise InvalidGrant(detail="user disabled or deleted")
+        session = await new_session(
+            self._tokens,
+            self._clock,
+            self._random,
+            self._config,
+            user.id,
+            client,
+            found.scope,
+            found.device,
+            authenticated_at=found.authenticated_at,
+        )
+        won = await self._store.redeem_authorization_code(
+            key,
+            now,
+            session,
+            SecurityEvent(
+                type=EventType.SESSION_CREATED,
+                at=now,
+                user_id=user.id,
+                client_id=client.id,
+                session_id=session.id,
+                generation=0,
+                reason="authorization_code",
+                device=found.device,
+            ),
+        )
+        if not won:
+            # Two presentations raced and the other one won: this is the second use.
+            again = await self._store.get_authorization_code(key)
+            if again is not None:
+                await self._end_what_it_issued(again, now, context)
+            raise InvalidGrant(detail="authorization code used concurrently")
+        return await issue_for_session(
+            self._tokens, self._clock, self._config, session, client, 0, found.scope
+        )
+
+    def _refusal(
+        self,
+        code: AuthorizationCode,
+        client: Client,
+        redirect_uri: str | None,
+        verifier: str | None,
+        now: datetime,
+    ) -> str | None:
+        """Why the presentation of an unused code is refused, or `None`."""
+        if now >= code.expires_at:
+            return "authorization code expired"
+        # RFC 6749 §4.1.3: "ensure that the authorization code was issued to the
+        # authenticated confidential client, or ... to the public client".
+        if code.client_id != client.id:
+            return "authorization code of another client"
+        # §4.1.3: redirect_uri is REQUIRED if it was in the authorization request, and
+        # then "their values MUST be identical".
+        if redirect_uri is None and code.redirect_uri_given:
+            return "redirect_uri missing"
+        if redirect_uri is not None and redirect_uri != code.redirect_uri:
+            return "redirect_uri differs from the authorization request"
+        if not verifier_matches(verifier, code.code_challenge):
+            return "PKCE verifier missing or wrong"
+        return None
+
+    async def _end_what_it_issued(
+        self, code: AuthorizationCode, now: datetime, context: RequestContext
+    ) -> None:
+        """RFC 6749 §4.1.2: on a second use the server "SHOULD revoke (when possible)
+        all tokens previously issued based on that authorization code"."""
+        event = SecurityEvent(
+            type=EventType.REUSE_DETECTED,
+            at=now,
+            user_id=code.user_id,
+            client_id=code.client_id,
+            session_id=code.session_id,
+            reason=RevocationReason.CODE_REUSED.value,
+            device=context.device,
+            detail="authorization code presented again",
+        )
+        if code.session_id is None:
+            await self._store.record(event)
+            return
+        await self._store.revoke_session(code.session_id, RevocationReason.CODE_REUSED, now, event)
+
+    @staticmethod
+    def _refused(code: AuthorizationCode, now: datetime, why: str) -> SecurityEvent:
+        return SecurityEvent(
+            type=EventType.AUTHORIZATION_CODE_REFUSED,
+            at=now,
+            user_id=code.user_id,
+            client_id=code.client_id,
+            reason=why,
+        )

@@ -1,0 +1,52 @@
+"""Revocations announced on a Redis channel as they commit, for resource servers that
+follow it (`keyturn.verify.revocations.RevocationFeed(redis_url=...)`) instead of, or
+besides, polling the HTTP feed.
+
+A message is JSON: `{"sids": [...], "revoked_at": <epoch seconds>, "reason": "..."}`.
+Publishing is best effort: Redis pub/sub keeps nothing for a subscriber that is away,
+which is why followers also poll `GET /auth/revocations`, the durable record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from keyturn.core.audit import SecurityEvent
+from keyturn.core.ids import SessionId
+from keyturn.core.models import RevocationReason
+
+log = logging.getLogger("keyturn.revocations")
+
+CHANNEL = "keyturn:revocations"
+
+
+class RedisRevocationChannel:
+    def __init__(self, url: str, channel: str = CHANNEL) -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.channel = channel
+
+    async def revoked(
+        self, session_ids: Sequence[SessionId], reason: RevocationReason, at: datetime
+    ) -> None:
+        message = json.dumps(
+            {"sids": list(session_ids), "revoked_at": at.timestamp(), "reason": reason.value}
+        )
+        try:
+            await self._redis.publish(self.channel, message)
+        except (RedisError, OSError) as error:
+            log.warning("could not announce %d revocations on redis: %s", len(session_ids), error)
+
+    async def rotated(self, session_id: SessionId) -> None:  # noqa: ARG002 - not announced
+        return None
+
+    async def recorded(self, event: SecurityEvent) -> None:  # noqa: ARG002 - not announced
+        return None
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,132 @@
+"""GET /metrics, and the middleware that counts, times and logs every request.
+
+Requests are labelled by route template (`/auth/sessions/{sid}`), never by raw path:
+a label value per session id would grow without bound. The access log writes the
+same fields and never the query string or the body, where a careless client may put
+a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyturn.observability.logs import RequestFields, bind_request, unbind_request
+from keyturn.observability.metrics import UNMATCHED_ROUTE, Metrics, method_label
+from keyturn.web.errors import NO_STORE
+from keyturn.web.responses import plain_error
+from keyturn.wiring import Engine
+
+access_log = logging.getLogger("keyturn.access")
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The path template of the route `scope` goes to; a route that matches the path
+    but not the method (a 405) counts as its route."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE and isinstance(route, Route):
+            return route.path
+    return UNMATCHED_ROUTE
+
+
+class ObservedRequests:
+    """ASGI middleware: `keyturn_http_requests_total`, the latency histogram and one
+    `keyturn.access` record per HTTP request. Both are written before the last body
+    chunk is sent, so a client that has its answer finds it counted."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: Metrics) -> None:
+        self._app = app
+        self._routes = routes
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        fields = RequestFields(
+            request_id=secrets.token_hex(8),
+            method=method_label(scope["method"]),
+            route=route_template(self._routes, scope),
+        )
+        started = time.perf_counter()
+        status = 500
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
+            elapsed = time.perf_counter() - started
+            self._metrics.http_requests.labels(fields.route, fields.method, str(status)).inc()
+            self._metrics.http_duration.labels(fields.route, fields.method).observe(elapsed)
+            client = scope.get("client")
+            access_log.info(
+                "%s %s %d %.1fms",
+                fields.method,
+                fields.route,
+                status,
+                elapsed * 1000,
+                extra={
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "client_ip": client[0] if client else None,
+                },
+            )
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and not observed
+            ):
+                observe()
+            await send(message)
+
+        bound = bind_request(fields)
+        try:
+            await self._app(scope, receive, send_observed)
+        finally:
+            if not observed:  # failed, or ended without a body
+                observe()
+            unbind_request(bound)
+
+
+def scrape(
+    metrics: Metrics, token: SecretStr | None
+) -> Callable[[Request, Engine], Awaitable[Response]]:
+    """The /metrics handler: public, or only for `Authorization: Bearer <token>`."""
+
+    async def handler(request: Request, engine: Engine) -> Response:
+        if token is not None and not _bearer_matches(request, token):
+            return plain_error(
+                401,
+                "invalid_token",
+                "The metrics endpoint needs its bearer token.",
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        body = await asyncio.to_thread(metrics.render)  # reads every worker's files
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4, headers=dict(NO_STORE))
+
+    return handler
+
+
+def _bearer_matches(request: Request, token: SecretStr) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    expected = token.get_secret_value().encode()
+    return hmac.compare_digest(presented.strip().encode(), expected)

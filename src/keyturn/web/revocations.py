@@ -1,0 +1,53 @@
+"""GET /auth/revocations: the revocation feed, for resource servers (clients registered
+with `--introspect`), authenticated with HTTP Basic like the token endpoint.
+
+    GET /auth/revocations?since=CURSOR&limit=N
+    {"revocations": [{"sid": "...", "revoked_at": 1767225600, "forget_after": 1767226500}],
+     "cursor": "...", "more": false}
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyturn.core.errors import InvalidClient, InvalidRequest
+from keyturn.service.revocations import MAX_PAGE
+from keyturn.web.client_credentials import client_credentials
+from keyturn.web.errors import NO_STORE
+from keyturn.web.limits import limit_client
+from keyturn.web.responses import json_response
+from keyturn.wiring import Engine
+
+_PARAMETERS = frozenset({"since", "limit"})
+
+
+async def revocations(request: Request, engine: Engine) -> Response:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise InvalidClient("Authenticate with HTTP Basic.")
+    credentials = client_credentials(header, {})
+    await limit_client(engine, credentials.client_id)
+    client = await engine.clients.authenticate(credentials)
+    query = request.query_params
+    if set(query.keys()) - _PARAMETERS or any(len(query.getlist(k)) > 1 for k in query):
+        raise InvalidRequest("Only since and limit, once each.")
+    limit_text = query.get("limit", str(MAX_PAGE))
+    if not limit_text.isdigit() or len(limit_text) > 5:
+        raise InvalidRequest(f"limit is a number from 1 to {MAX_PAGE}.")
+    page = await engine.revocations.page(client, query.get("since") or None, int(limit_text))
+    return json_response(
+        {
+            "revocations": [
+                {
+                    "sid": item.session_id,
+                    "revoked_at": int(item.revoked_at.timestamp()),
+                    "forget_after": int(item.forget_after.timestamp()) + 1,
+                }
+                for item in page.items
+            ],
+            "cursor": page.cursor,
+            "more": page.more,
+        },
+        headers=dict(NO_STORE),
+    )

@@ -1,0 +1,155 @@
+"""The OpenAPI description against the server it describes: it lists exactly the
+application's routes, Swagger UI serves it from keyturn itself, and schemathesis sends
+more than a thousand generated requests (valid and invalid) to a started server on each
+store: no answer may be a 5xx, and every answer must match the description (status,
+content type, headers, body schema)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.routing import Route
+
+from conftest import Server, start_server
+from keyturn.settings import Settings
+from keyturn.web.app import create_app
+from keyturn.web.openapi import document
+
+EXAMPLES_PER_OPERATION = 160
+MINIMUM_REQUESTS = 1000
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    unlimited = {
+        "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "100000000",
+        "KEYTURN_LOGIN_REQUESTS_PER_MINUTE": "100000000",
+        "KEYTURN_LOGIN_FAILURES_PER_ACCOUNT": "100000000",
+    }
+    yield from start_server(request, tmp_path_factory, unlimited)
+
+
+def test_the_description_lists_exactly_the_applications_routes() -> None:
+    app = create_app(Settings(database_url="memory:", secret_key="x" * 40))
+    served = {
+        (route.path, method.lower())
+        for route in app.routes
+        if isinstance(route, Route) and not route.path.startswith("/docs/assets/")
+        for method in (route.methods or set()) - {"HEAD"}
+    }
+    paths = document("https://issuer.test")["paths"]
+    described = {
+        (path, method)
+        for path, operations in paths.items()
+        for method in operations
+        if method != "parameters"
+    }
+    assert described == served
+
+
+def test_openapi_json_and_swagger_ui_are_served_by_keyturn(server: Server) -> None:
+    spec = httpx.get(f"{server.base}/openapi.json")
+    assert spec.status_code == 200
+    assert spec.json()["servers"] == [{"url": server.base}]
+    page = httpx.get(f"{server.base}/docs")
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "unsafe-eval" not in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "init.js"):
+        answer = httpx.get(f"{server.base}/docs/assets/{asset}")
+        assert answer.status_code == 200, asset
+        assert len(answer.content) > 100
+    assert httpx.get(f"{server.base}/docs/assets/../settings.py").status_code == 404
+
+
+def _credentials(server: Server) -> dict[str, str]:
+    """Authorization headers that let generated requests reach past authentication."""
+    basic = base64.b64encode(f"conf:{server.secrets['conf']}".encode()).decode()
+    rs = base64.b64encode(f"rs:{server.secrets['rs']}".encode()).decode()
+    return {"conf": f"Basic {basic}", "rs": f"Basic {rs}"}
+
+
+def test_generated_requests_get_no_5xx_and_answers_match_the_description(
+    server: Server,
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{server.base}/openapi.json")
+    credentials = _credentials(server)
+    sent: list[int] = []
+    session = requests.Session()
+
+    def headers_for(path: str) -> dict[str, Any]:
+        if path == "/auth/revocations":
+            return {"Authorization": credentials["rs"]}
+        if path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+            return {"Authorization": credentials["conf"]}
+        if path.startswith("/auth/") and path not in (
+            "/auth/login",
+            "/auth/refresh",
+            "/auth/logout",
+        ):
+            return {"Authorization": f"Bearer {server.tokens()[1]}"}
+        return {}
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path == "/docs":
+            continue  # the page is checked above; its body is not worth generating for
+        fixed = headers_for(operation.path)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = operation.as_strategy(generation_mode=mode, headers=fixed or None)
+
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION // 2,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=strategy)
+            def call(case: schemathesis.Case) -> None:
+                case.call_and_validate(session=session, checks=CHECKS, timeout=30)
+                sent.append(1)
+
+            try:
+                call()
+            except Unsatisfiable:
+                # Nothing to make invalid (an operation without parameters or body).
+                if mode is not GenerationMode.NEGATIVE:
+                    raise
+    print(f"schemathesis sent {len(sent)} requests")
+    assert len(sent) >= MINIMUM_REQUESTS
+
+
+def test_the_api_reference_is_generated_from_the_description() -> None:
+    from pathlib import Path
+
+    from keyturn.web.openapi import reference_markdown
+
+    written = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert written == reference_markdown(), "regenerate docs/api.md (see its first lines)"
