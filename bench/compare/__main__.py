@@ -33,6 +33,7 @@ from bench.compare import plots
 from bench.compare.limits import ceiling, pgbench
 from bench.compare.procs import Window
 from bench.compare.report import section
+from bench.compare.scale import scale
 from bench.compare.systems import (
     DOT,
     FULL,
@@ -73,11 +74,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--docs", default=str(DOC), help="Markdown file to update ('' = none)")
     parser.add_argument("--no-limits", action="store_true", help="skip ceiling and pgbench")
+    parser.add_argument(
+        "--scale",
+        default="100000,1000000",
+        help="live-session counts keyturn is preloaded with for the scale lines ('' = none)",
+    )
+    parser.add_argument("--scale-concurrency", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="smoke run: keyturn, SQLite, 16")
     args = parser.parse_args(argv)
     if args.quick:
         args.only, args.concurrency, args.seconds, args.warmup = "keyturn · sqlite · 1w", "16", 3, 1
         args.tokens, args.quiet_wait, args.docs, args.no_limits = 200, 0.0, "", True
+        args.scale = ""
     return args
 
 
@@ -158,6 +166,7 @@ def measure_spec(spec: Spec, args: argparse.Namespace, folder: Path) -> list[dic
                     "server_cpu_percent": window.server_percent,
                     "server_process_cpu_percents": window.process_percents,
                     "machine_busy_percent": window.machine_percent,
+                    "server_peak_rss_mb": window.peak_rss_mb,
                     "busy_before": round(busy, 1),
                     "server_command": running.command,
                     "endpoint": running.endpoint.url.rsplit(":", 1)[1].split("/", 1)[1],
@@ -189,6 +198,17 @@ def main(argv: list[str]) -> int:
                     raise
                 failures[spec.label] = traceback.format_exc(limit=3)
                 print(f"# {spec.label} failed:\n{failures[spec.label]}", flush=True)
+        if args.scale:
+            sizes = _ints(args.scale)
+            limits["scale"] = scale(
+                ["postgres", "sqlite"],
+                sizes,
+                args.scale_concurrency,
+                args.seconds,
+                args.warmup,
+                args.quiet_wait,
+                Path(folder),
+            )
     command = shlex.join(["bench/run", *argv])
     payload = {
         "machine": facts,

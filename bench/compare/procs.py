@@ -38,15 +38,37 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_cpu_seconds(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of `pid` and of every live descendant (a server's
-    workers are its children), by pid."""
+def _tree(pid: int) -> list[int]:
+    """`pid` and every live descendant (a server's workers are its children)."""
     tree = _children()
-    seconds: dict[int, float] = {}
+    found: list[int] = []
     todo = [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         todo.extend(tree.get(p, []))
+    return found
+
+
+def peak_rss_mb(pid: int) -> dict[int, float]:
+    """Peak resident memory (`VmHWM`: the most the process has held since it started),
+    in MiB, of `pid` and each live descendant, by pid."""
+    peaks: dict[int, float] = {}
+    for p in _tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for row in status.splitlines():
+            if row.startswith("VmHWM:"):
+                peaks[p] = round(int(row.split()[1]) / 1024, 1)
+    return peaks
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of `pid` and of every live descendant, by pid."""
+    seconds: dict[int, float] = {}
+    for p in _tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -65,6 +87,8 @@ class Window:
         self.process_percents: list[float] = []
         """Each server process's share, busiest first: how evenly workers were loaded."""
         self.machine_percent = 0.0
+        self.peak_rss_mb = 0.0
+        """The largest peak resident memory of any one server process so far."""
         self._thread = threading.Thread(target=self._run, args=(warmup, seconds), daemon=True)
 
     def _sample(self) -> tuple[dict[int, float], tuple[int, int] | None]:
@@ -91,6 +115,8 @@ class Window:
 
     def __exit__(self, *exc: object) -> None:
         self._thread.join(timeout=5)
+        if self.pid:
+            self.peak_rss_mb = max(peak_rss_mb(self.pid).values(), default=0.0)
 
 
 @contextmanager

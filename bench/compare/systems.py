@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shlex
 import subprocess
 import sys
@@ -81,17 +82,20 @@ def _pg_schema(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def keyturn(spec: Spec, n: int, folder: Path) -> Iterator[Running]:
-    """keyturn, preloaded in bulk with `n` live sessions (`bench.engine.preload`); the
-    generation-0 refresh token of each is derived, not read back."""
+def keyturn(spec: Spec, n: int, folder: Path, *, sessions: int | None = None) -> Iterator[Running]:
+    """keyturn, preloaded in bulk with `sessions` live sessions (default `n`,
+    `bench.engine.preload`); the generation-0 refresh tokens of `n` of them, drawn at
+    random, are derived, not read back."""
     pool = Settings.model_fields["db_pool_size"].default
-    target = prepare(spec.store, n, folder, pool)
+    total = sessions or n
+    target = prepare(spec.store, total, folder, pool)
     try:
 
         async def derive() -> list[str]:
             engine = await open_engine(target.settings(), schema=target.schema)
             try:
-                return await first_tokens(engine, target, list(range(1, n + 1)))
+                chosen = random.Random(total).sample(range(1, total + 1), n)
+                return await first_tokens(engine, target, chosen)
             finally:
                 await engine.close()
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 from bench.engine.preload import CLIENT, Target, dispose, first_tokens, prepare, session_id
 from bench.engine.report import machine, machine_line, replace_section, table, write_json
 from keyturn.core.ports import Store
+from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.refresh import Refresher
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
@@ -43,7 +44,7 @@ CHAINS = 500
 ALGORITHMS = ("ES256", "EdDSA", "RS256")
 
 DECODE = "refresh-token decode (checksum, HMAC)"
-READ = "store read: session and user, one query"
+READ = "store read: client, session and user, one query"
 WRITE = "compare-and-swap write, committed"
 SIGN = "access-token signing"
 ENCODE = "refresh-token encode"
@@ -75,6 +76,9 @@ class TimedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+    async def get_presentation(self, *args: Any) -> Any:
+        return await self._watch.time(READ, self._store.get_presentation(*args))
 
     async def get_session_with_user(self, *args: Any) -> Any:
         return await self._watch.time(READ, self._store.get_session_with_user(*args))
@@ -112,14 +116,15 @@ async def rotations(engine: Engine, chains: list[str], count: int) -> dict[str, 
         cast(Tokens, TimedTokens(engine.tokens, watch)),
         SystemClock(),
         engine.config,
+        engine.clients,
     )
-    client = await engine.admin.get_client(CLIENT)
+    credentials = ClientCredentials(CLIENT, None, AuthMethod.NONE)
     samples: dict[str, list[int]] = defaultdict(list)
     for n in range(count):
         k = n % len(chains)
         watch.parts.clear()
         began = time.perf_counter_ns()
-        issued = await refresher.refresh(chains[k], client)
+        issued = await refresher.refresh_for(credentials, chains[k])
         total = time.perf_counter_ns() - began
         assert issued.refresh_token
         assert issued.refresh_token != chains[k]

@@ -30,6 +30,7 @@ from bench.engine.preload import CLIENT, Target, first_tokens
 from bench.engine.quiet import wait_for_quiet
 from keyturn.core.errors import InvalidGrant
 from keyturn.crypto.refresh_codec import PREFIX
+from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.wiring import open_engine
 
 MAX_RETRIES = 100
@@ -80,7 +81,7 @@ async def drive(
     """Run one caller per session index in this process."""
     engine = await open_engine(target.settings(), schema=target.schema)
     try:
-        client = await engine.admin.get_client(CLIENT)
+        client = ClientCredentials(CLIENT, None, AuthMethod.NONE)
         tokens = await first_tokens(engine, target, indices)
         latencies: list[int] = []
         errors: Counter[str] = Counter()
@@ -92,7 +93,7 @@ async def drive(
             failures = 0
             while (began := time.perf_counter_ns()) < end:
                 try:
-                    issued = await engine.refresher.refresh(token, client)
+                    issued = await engine.refresher.refresh_for(client, token)
                 except InvalidGrant as refused:
                     errors[error_kind(refused)] += 1
                     return

@@ -151,6 +151,7 @@ async def open_engine(
     await tokens.ensure_keys()
     sessions = Sessions(store, tokens, the_passwords, the_clock)
     login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter)
+    clients = ClientAuthenticator(store, store, the_clock)
     return Engine(
         settings=settings,
         config=config,
@@ -159,9 +160,9 @@ async def open_engine(
         login=login,
         authorization=Authorization(store, tokens, login, the_clock, randomness, config),
         limiter=limiter,
-        refresher=Refresher(store, tokens, the_clock, config),
+        refresher=Refresher(store, tokens, the_clock, config, clients),
         sessions=sessions,
-        clients=ClientAuthenticator(store, store, the_clock),
+        clients=clients,
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
         inspection=Inspection(store, tokens, the_clock, config),
         revocations=Revocations(store, the_clock, config),

@@ -24,6 +24,7 @@ from keyturn.core.models import (
     KeyState,
     KeyUse,
     LifetimeOverrides,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -139,6 +140,30 @@ async def test_session_with_user_reads_both_at_once(seeded: tuple[Store, User, C
     assert await store.get_session_with_user(s.id) == (s, u)
     assert await store.get_session_with_user(SessionId(str(uuid.uuid4()))) is None
     assert await store.get_session_with_user(SessionId("a\x00b")) is None
+
+
+async def test_presentation_reads_client_session_and_user_at_once(
+    seeded: tuple[Store, User, Client],
+) -> None:
+    store, u, c = seeded
+    other = client("other")
+    await store.add_client(other, event(EventType.CLIENT_CREATED))
+    s = session(u, c)
+    await store.create_session(s, event())
+    unknown = SessionId(str(uuid.uuid4()))
+    assert await store.get_presentation(c.id, s.id) == Presentation(c, s, u)
+    # The client comes back whether or not the session belongs to it: the rules decide.
+    assert await store.get_presentation(other.id, s.id) == Presentation(other, s, u)
+    assert await store.get_presentation(c.id, unknown) == Presentation(c)
+    assert await store.get_presentation(ClientId("nobody"), s.id) == Presentation(None)
+    assert await store.get_presentation(c.id, SessionId("a\x00b")) == Presentation(c)
+    assert await store.get_presentation(ClientId("a\x00b"), s.id) == Presentation(None)
+    await store.disable_client(c.id, T0, event(EventType.CLIENT_DISABLED))
+    read = await store.get_presentation(c.id, s.id)
+    assert read.client is not None
+    assert not read.client.enabled
+    assert read.session is not None
+    assert read.session.revoked
 
 
 async def test_advance_generation_is_compare_and_swap(seeded: tuple[Store, User, Client]) -> None:

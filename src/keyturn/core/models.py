@@ -176,6 +176,17 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class Presentation:
+    """What a rotation reads before it decides, in one query: the client presenting the
+    refresh token, and the session the token names with its user. `client` is None for
+    an unknown client; `session` and `user` are None for an unknown session."""
+
+    client: Client | None
+    session: Session | None = None
+    user: User | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizationCode:
     """An authorization code (RFC 6749 §4.1.2), stored only as the SHA-256 of its text.
 

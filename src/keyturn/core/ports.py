@@ -18,6 +18,7 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     AuthorizationCode,
     Client,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -220,6 +221,12 @@ class Store(
     UserStore, ClientStore, SessionStore, AuthorizationCodeStore, KeyStore, AuditLog, Protocol
 ):
     """Everything keyturn persists, behind one connection pool."""
+
+    async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
+        """The client and the session with its user, read together: one query, the only
+        read of a rotation (and one round trip fewer than `get_client` then
+        `get_session_with_user`)."""
+        ...
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the database answers a trivial query."""

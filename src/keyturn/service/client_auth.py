@@ -44,12 +44,23 @@ class ClientAuthenticator:
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:
         """The client the credentials prove, or `InvalidClient`."""
-        client_id, secret = credentials.client_id, credentials.secret
-        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+        self.check_shape(credentials)
+        return await self.check(credentials, await self._clients.get_client(_id(credentials)))
+
+    @staticmethod
+    def check_shape(credentials: ClientCredentials) -> None:
+        """`InvalidClient` for a client id or secret no client can have, before any
+        database work."""
+        if not credentials.client_id or len(credentials.client_id) > MAX_CLIENT_ID_LENGTH:
             raise InvalidClient(detail="client id missing or too long")
-        if secret is not None and len(secret) > MAX_SECRET_LENGTH:
+        if credentials.secret is not None and len(credentials.secret) > MAX_SECRET_LENGTH:
             raise InvalidClient(detail="secret too long")
-        client = await self._clients.get_client(ClientId(client_id))
+
+    async def check(self, credentials: ClientCredentials, client: Client | None) -> Client:
+        """`client`, as read for `credentials.client_id` (None: no such client), if the
+        credentials prove it; otherwise `InvalidClient`. For callers that read the
+        client together with other rows (a rotation reads it with the session)."""
+        secret = credentials.secret
         if client is None:
             verify_secret(_NO_SUCH_SECRET, secret or "")
             raise InvalidClient(detail="unknown client")
@@ -74,3 +85,7 @@ class ClientAuthenticator:
         if not client.enabled:
             raise InvalidClient(detail="client disabled")
         return client
+
+
+def _id(credentials: ClientCredentials) -> ClientId:
+    return ClientId(credentials.client_id)

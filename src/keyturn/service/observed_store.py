@@ -20,6 +20,7 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     AuthorizationCode,
     Client,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -144,6 +145,9 @@ class ObservedStore:
 
     async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
         return await self._store.get_session_with_user(session_id)
+
+    async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
+        return await self._store.get_presentation(client_id, session_id)
 
     async def advance_generation(
         self, session_id: SessionId, from_generation: int, at: datetime, idle_expires_at: datetime

@@ -12,7 +12,8 @@ from typing import assert_never
 
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
-from keyturn.core.models import Client, GrantType, RevocationReason, Session
+from keyturn.core.ids import ClientId
+from keyturn.core.models import Client, GrantType, RevocationReason, Session, User
 from keyturn.core.ports import Clock, Store
 from keyturn.core.rotation import (
     Presented,
@@ -25,6 +26,8 @@ from keyturn.core.rotation import (
     decide,
 )
 from keyturn.core.scopes import Scope
+from keyturn.crypto.refresh_codec import RefreshClaims
+from keyturn.service.client_auth import ClientAuthenticator, ClientCredentials
 from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.context import NO_CONTEXT, RequestContext
 from keyturn.service.issuing import issue_for_session
@@ -38,11 +41,19 @@ _MAX_ATTEMPTS = 3
 
 
 class Refresher:
-    def __init__(self, store: Store, tokens: Tokens, clock: Clock, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        clock: Clock,
+        config: EngineConfig,
+        clients: ClientAuthenticator,
+    ) -> None:
         self._store = store
         self._tokens = tokens
         self._clock = clock
         self._config = config
+        self._clients = clients
 
     async def refresh(
         self,
@@ -58,15 +69,50 @@ class Refresher:
         error is raised; a token is minted only after the state that makes it valid
         is committed (I2).
         """
-        if not client.enabled:
-            raise InvalidClient(detail="client disabled")
-        if GrantType.REFRESH_TOKEN not in client.grant_types:
-            raise UnauthorizedClient(detail="client lacks the refresh_token grant")
+        _may_refresh(client)
         # Rule 1: checksum and MAC before any database work.
         claims = await self._tokens.decode_refresh(refresh_token)
+        return await self._rotate(claims, client, None, requested_scope, context)
 
-        for _ in range(_MAX_ATTEMPTS):
-            loaded = await self._store.get_session_with_user(claims.session_id)
+    async def refresh_for(
+        self,
+        credentials: ClientCredentials,
+        refresh_token: str,
+        requested_scope: Scope | None = None,
+        context: RequestContext = NO_CONTEXT,
+    ) -> IssuedTokens:
+        """`refresh` for a client still to be authenticated, as `/oauth/token` receives
+        it: the client, the session and its user are read in one query. The answers are
+        those of `ClientAuthenticator.authenticate` then `refresh`: a client that fails
+        to authenticate gets `InvalidClient` whatever the token."""
+        self._clients.check_shape(credentials)
+        try:
+            claims = await self._tokens.decode_refresh(refresh_token)
+        except InvalidGrant:
+            # Nothing to read the client with: it is authenticated alone, and answers first.
+            _may_refresh(await self._clients.authenticate(credentials))
+            raise
+        read = await self._store.get_presentation(
+            ClientId(credentials.client_id), claims.session_id
+        )
+        client = await self._clients.check(credentials, read.client)
+        _may_refresh(client)
+        loaded = (read.session, read.user) if read.session and read.user else None
+        return await self._rotate(claims, client, loaded, requested_scope, context)
+
+    async def _rotate(
+        self,
+        claims: RefreshClaims,
+        client: Client,
+        loaded: tuple[Session, User] | None,
+        requested_scope: Scope | None,
+        context: RequestContext,
+    ) -> IssuedTokens:
+        """Decide and commit the rotation of `claims`; `loaded` is the session and user
+        already read for the first round (None: read them here)."""
+        for attempt in range(_MAX_ATTEMPTS):
+            if attempt or loaded is None:
+                loaded = await self._store.get_session_with_user(claims.session_id)
             if loaded is None or not self._tokens.salt_matches(claims, loaded[0]):
                 raise InvalidGrant(detail="unknown session")
             session, user = loaded
@@ -165,6 +211,13 @@ class Refresher:
                 detail=f"session client {session.client_id}, live generation {session.generation}",
             )
         )
+
+
+def _may_refresh(client: Client) -> None:
+    if not client.enabled:
+        raise InvalidClient(detail="client disabled")
+    if GrantType.REFRESH_TOKEN not in client.grant_types:
+        raise UnauthorizedClient(detail="client lacks the refresh_token grant")
 
 
 def _rotated(session: Session, rotate: Rotate, now: datetime) -> Session:

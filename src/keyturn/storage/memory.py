@@ -15,6 +15,7 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     AuthorizationCode,
     Client,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -142,6 +143,13 @@ class MemoryStore:
         session = self._sessions.get(session_id)
         user = self._users.get(session.user_id) if session is not None else None
         return (session, user) if session is not None and user is not None else None
+
+    async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
+        client = self._clients.get(client_id)
+        if client is None:
+            return Presentation(client=None)
+        loaded = await self.get_session_with_user(session_id)
+        return Presentation(client, *loaded) if loaded else Presentation(client)
 
     async def advance_generation(
         self,

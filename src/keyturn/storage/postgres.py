@@ -54,6 +54,7 @@ from keyturn.core.models import (
     AuthorizationCode,
     Client,
     Device,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -143,6 +144,7 @@ _REVOKE_LIVE = (
 )
 
 _SESSION_WITH_USER = rows.SESSION_WITH_USER.format(param="$1")
+_PRESENTATION = rows.PRESENTATION.format(client="$1", session="$2")
 
 # The rotation. A compare-and-swap rather than `SELECT ... FOR UPDATE` then `UPDATE`:
 # one round trip, and no row lock held while the answer crosses the network. Of N
@@ -576,6 +578,15 @@ class PostgresStore:
         if row is None:
             return None
         return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
+
+    async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
+        if not rows.storable(session_id):
+            return Presentation(await self.get_client(client_id))
+        if not rows.storable(client_id):
+            return Presentation(client=None)
+        return rows.presentation_from(
+            await self._one(_PRESENTATION, client_id, session_id), from_db
+        )
 
     async def advance_generation(
         self,

@@ -21,6 +21,7 @@ from keyturn.core.models import (
     KeyState,
     KeyUse,
     LifetimeOverrides,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -98,6 +99,21 @@ _USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in USER_COLUMNS)
 SESSION_WITH_USER = f"SELECT s.*, {_USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: E501, S608 - fixed names; {param} is a placeholder
 """A session and its user in one row; the user's columns are prefixed `u_`."""
 
+_CLIENT_AS = ", ".join(f"c.{c} AS c_{c}" for c in CLIENT_COLUMNS)
+PRESENTATION = f"SELECT {_CLIENT_AS}, s.*, {_USER_AS} FROM clients c LEFT JOIN sessions s ON s.id = {{session}} LEFT JOIN users u ON u.id = s.user_id WHERE c.id = {{client}}"  # noqa: E501, S608 - fixed names; {session} and {client} are placeholders
+"""A client, and the session with its user when there is one, in one row (one round
+trip per rotation): the client's columns are prefixed `c_`, the user's `u_`, and the
+session's columns are NULL when the session does not exist."""
+
+
+def presentation_from(row: Row | None, from_db: FromDb) -> Presentation:
+    if row is None:
+        return Presentation(client=None)
+    client = client_from(row, from_db, "c_")
+    if row["id"] is None:
+        return Presentation(client=client)
+    return Presentation(client, session_from(row, from_db), user_from(row, from_db, "u_"))
+
 
 def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:
     return (
@@ -119,25 +135,26 @@ def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:
     )
 
 
-def client_from(row: Row, from_db: FromDb) -> Client:
+def client_from(row: Row, from_db: FromDb, prefix: str = "") -> Client:
+    p = prefix
     return Client(
-        id=ClientId(row["id"]),
-        type=ClientType(row["type"]),
-        secret_hash=row["secret_hash"],
-        redirect_uris=tuple(json.loads(row["redirect_uris"])),
-        grant_types=frozenset(GrantType(g) for g in json.loads(row["grant_types"])),
-        scope=frozenset(row["scope"].split()),
-        delivery=Delivery(row["delivery"]),
-        audience=tuple(json.loads(row["audience"])),
+        id=ClientId(row[p + "id"]),
+        type=ClientType(row[p + "type"]),
+        secret_hash=row[p + "secret_hash"],
+        redirect_uris=tuple(json.loads(row[p + "redirect_uris"])),
+        grant_types=frozenset(GrantType(g) for g in json.loads(row[p + "grant_types"])),
+        scope=frozenset(row[p + "scope"].split()),
+        delivery=Delivery(row[p + "delivery"]),
+        audience=tuple(json.loads(row[p + "audience"])),
         lifetimes=LifetimeOverrides(
-            access_token_ttl=row["access_token_ttl"],
-            session_idle_ttl=row["session_idle_ttl"],
-            session_max_ttl=row["session_max_ttl"],
+            access_token_ttl=row[p + "access_token_ttl"],
+            session_idle_ttl=row[p + "session_idle_ttl"],
+            session_max_ttl=row[p + "session_max_ttl"],
         ),
-        enabled=bool(row["enabled"]),
-        created_at=from_db(row["created_at"]),
-        allowed_origins=tuple(json.loads(row["allowed_origins"])),
-        can_introspect=bool(row["can_introspect"]),
+        enabled=bool(row[p + "enabled"]),
+        created_at=from_db(row[p + "created_at"]),
+        allowed_origins=tuple(json.loads(row[p + "allowed_origins"])),
+        can_introspect=bool(row[p + "can_introspect"]),
     )
 
 

@@ -27,6 +27,7 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     AuthorizationCode,
     Client,
+    Presentation,
     RevocationReason,
     Session,
     StoredKey,
@@ -62,6 +63,7 @@ _UPSERT_KEY = (
     + " ON CONFLICT (kid) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in rows.KEY_COLUMNS if c != "kid")
 )
+_PRESENTATION = rows.PRESENTATION.format(client="?1", session="?2")
 _REVOKE_LIVE = (
     "UPDATE sessions SET revoked_at = ?, revoked_reason = ? "
     "WHERE revoked_at IS NULL AND {where} RETURNING id"
@@ -293,6 +295,15 @@ class SqliteStore:
         if row is None:
             return None
         return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
+
+    async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
+        if not rows.storable(session_id):
+            return Presentation(await self.get_client(client_id))
+        if not rows.storable(client_id):
+            return Presentation(client=None)
+        return rows.presentation_from(
+            await self._one(_PRESENTATION, client_id, session_id), from_db
+        )
 
     async def advance_generation(
         self,

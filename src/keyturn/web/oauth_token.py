@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyturn.core.errors import InvalidRequest, UnsupportedGrantType
+from keyturn.core.errors import InvalidRequest, KeyturnError, UnsupportedGrantType
 from keyturn.core.scopes import parse_scope
 from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
@@ -27,16 +27,22 @@ async def token(request: Request, engine: Engine) -> Response:
         raise InvalidRequest("The grant_type parameter is required.")
     credentials = client_credentials(request.headers.get("authorization"), form)
     await limit_client(engine, credentials.client_id)
+    refresh_token = form.get("refresh_token")
+    if grant_type == "refresh_token" and refresh_token is not None:
+        # The hot path: the client is read with the session, in one query.
+        try:
+            scope = parse_scope(form.get("scope"))
+        except KeyturnError:
+            await engine.clients.authenticate(credentials)  # a bad client answers first
+            raise
+        issued = await engine.refresher.refresh_for(
+            credentials, refresh_token, scope, request_context(request)
+        )
+        return token_response(issued)
     client = await engine.clients.authenticate(credentials)
     scope = parse_scope(form.get("scope"))
     if grant_type == "refresh_token":
-        refresh_token = form.get("refresh_token")
-        if refresh_token is None:
-            raise InvalidRequest("The refresh_token parameter is required.")
-        issued = await engine.refresher.refresh(
-            refresh_token, client, scope, request_context(request)
-        )
-        return token_response(issued)
+        raise InvalidRequest("The refresh_token parameter is required.")
     if grant_type == "authorization_code":
         issued = await engine.authorization.exchange(
             client,

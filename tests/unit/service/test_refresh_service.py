@@ -21,6 +21,7 @@ from keyturn.core.errors import (
     UnauthorizedClient,
 )
 from keyturn.core.models import Client, ClientType, GrantType, RevocationReason, Session
+from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
@@ -413,3 +414,87 @@ async def test_client_without_refresh_grant_is_unauthorized(world: World) -> Non
     with pytest.raises(UnauthorizedClient):
         await world.refresh(tokens.refresh_token, cc.client)
     assert (await world.session(tokens)).generation == 0
+
+
+# `refresh_for`: the client authenticated together with the rotation (`/oauth/token`).
+
+
+@pytest.fixture
+async def confidential() -> AsyncIterator[tuple[Engine, Client, str]]:
+    engine = await engine_with(clock=FakeClock())
+    _, _, conf = await seed(engine)
+    assert conf.secret is not None
+    yield engine, conf.client, conf.secret
+    await engine.close()
+
+
+def basic(client_id: str, secret: str | None) -> ClientCredentials:
+    return ClientCredentials(client_id, secret, AuthMethod.BASIC)
+
+
+async def test_refresh_for_rotates_for_the_right_credentials(
+    confidential: tuple[Engine, Client, str],
+) -> None:
+    engine, conf, secret = confidential
+    first = await engine.login.login("alice", PASSWORD, conf)
+    assert first.refresh_token is not None
+    second = await engine.refresher.refresh_for(basic("conf", secret), first.refresh_token)
+    assert second.refresh_token not in (None, first.refresh_token)
+    assert second.session_id == first.session_id
+
+
+@pytest.mark.parametrize("token", ["garbage", "kt_rt_" + "A" * 60, "live"])
+@pytest.mark.parametrize(
+    ("client_id", "secret"),
+    [("conf", "wrong"), ("conf", None), ("nobody", "x"), ("", None), ("c" * 200, None)],
+)
+async def test_refresh_for_answers_invalid_client_before_looking_at_the_token(
+    confidential: tuple[Engine, Client, str], token: str, client_id: str, secret: str | None
+) -> None:
+    engine, conf, _ = confidential
+    live = await engine.login.login("alice", PASSWORD, conf)
+    assert live.refresh_token is not None
+    with pytest.raises(InvalidClient):
+        await engine.refresher.refresh_for(
+            basic(client_id, secret), live.refresh_token if token == "live" else token
+        )
+    session = await engine.store.get_session(live.session_id or "")
+    assert session is not None
+    assert session.generation == 0, "a refused client rotates nothing"
+
+
+async def test_refresh_for_audits_a_wrong_secret(confidential: tuple[Engine, Client, str]) -> None:
+    engine, conf, _ = confidential
+    live = await engine.login.login("alice", PASSWORD, conf)
+    assert live.refresh_token is not None
+    with pytest.raises(InvalidClient):
+        await engine.refresher.refresh_for(basic("conf", "wrong"), live.refresh_token)
+    kinds = [e.event.type for e in await engine.store.list_events()]
+    assert EventType.CLIENT_AUTHENTICATION_FAILED in kinds
+
+
+async def test_refresh_for_a_disabled_client_or_one_without_the_grant(
+    confidential: tuple[Engine, Client, str],
+) -> None:
+    engine, conf, secret = confidential
+    live = await engine.login.login("alice", PASSWORD, conf)
+    assert live.refresh_token is not None
+    await engine.admin.disable_client(conf.id)
+    with pytest.raises(InvalidClient):
+        await engine.refresher.refresh_for(basic("conf", secret), live.refresh_token)
+    with pytest.raises(InvalidClient):
+        await engine.refresher.refresh_for(basic("conf", secret), "garbage")
+    cc = await engine.admin.add_client(
+        "machine", ClientType.CONFIDENTIAL, grant_types={GrantType.CLIENT_CREDENTIALS}
+    )
+    assert cc.secret is not None
+    with pytest.raises(UnauthorizedClient):
+        await engine.refresher.refresh_for(basic("machine", cc.secret), "garbage")
+
+
+async def test_refresh_for_garbage_from_a_good_client_is_invalid_grant(
+    confidential: tuple[Engine, Client, str],
+) -> None:
+    engine, _, secret = confidential
+    with pytest.raises(InvalidGrant):
+        await engine.refresher.refresh_for(basic("conf", secret), "kt_rt_garbage")
