@@ -22,7 +22,7 @@ async def test_iv06_unexpected_error_is_500_with_an_incident_id(
     async def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("database driver exploded at /srv/secret/path")
 
-    engine.refresher.refresh = broken  # type: ignore[method-assign]
+    engine.refresher.refresh_for = broken  # type: ignore[method-assign]
     app = create_app(settings(), engine)
     caplog.set_level(logging.ERROR, logger="keyturn.web")
     try:

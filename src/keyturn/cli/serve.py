@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import click
 import uvicorn
 
-from keyturn.cli.runtime import common, run, settings_for
-from keyturn.core.models import StoredKey
+from keyturn.cli.runtime import common, settings_for
 from keyturn.crypto.passwords import Passwords
 from keyturn.observability.logs import configure_logging
 from keyturn.observability.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from keyturn.service.demo import DemoSetup, origin_of, set_up_demo
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, SystemClock, SystemRandomness, migrate
+from keyturn.wiring import SystemClock, SystemRandomness, migrate, open_engine
 
 APP = "keyturn.web.app:app_from_environment"
 DEMO_APP = "keyturn.web.app:demo_app_from_environment"
@@ -41,26 +43,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) ->
         # trustworthy origin such as localhost.
         settings = settings_for(ctx, issuer=f"http://localhost:{port}")
     configure_logging(settings)
-    migrate(settings)
-
-    async def keys(engine: Engine) -> list[StoredKey]:
-        return await engine.admin.list_keys()  # opening the engine creates missing keys
-
-    async def seed(engine: Engine) -> DemoSetup:
-        return await set_up_demo(
-            engine.store,
-            engine.admin,
-            Passwords(),
-            SystemClock(),
-            SystemRandomness(),
-            origin=origin_of(settings.issuer),
-            access_token_ttl=settings.demo_access_token_ttl,
-        )
-
-    if demo:
-        banner(settings, run(ctx, seed, issuer=settings.issuer))
-    else:
-        run(ctx, keys)
+    setup = prepared(settings, demo=demo)
+    if setup is not None:
+        banner(settings, setup)
     # Every worker process builds its settings from the environment: hand it ours.
     os.environ["KEYTURN_DATABASE_URL"] = settings.database_url
     if demo:
@@ -87,6 +72,39 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) ->
         )
     finally:
         remove_multiprocess_dir(metrics_dir)
+
+
+def prepared(settings: Settings, *, demo: bool) -> DemoSetup | None:
+    """Migrate the schema, create missing signing keys and, for `--demo`, seed the demo,
+    in a child process: the server process never loads the migration tooling (Alembic
+    and SQLAlchemy, some 25 MB that would stay resident in a one-worker server)."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        return child.submit(_prepare, settings, demo).result()
+
+
+def _prepare(settings: Settings, demo: bool) -> DemoSetup | None:
+    configure_logging(settings)
+    migrate(settings)
+
+    async def main() -> DemoSetup | None:
+        engine = await open_engine(settings)  # opening the engine creates missing keys
+        try:
+            if not demo:
+                return None
+            return await set_up_demo(
+                engine.store,
+                engine.admin,
+                Passwords(),
+                SystemClock(),
+                SystemRandomness(),
+                origin=origin_of(settings.issuer),
+                access_token_ttl=settings.demo_access_token_ttl,
+            )
+        finally:
+            await engine.close()
+
+    return asyncio.run(main())
 
 
 def banner(settings: Settings, setup: DemoSetup) -> None:

@@ -8,7 +8,7 @@ The web layer maps each class to a status once; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class KeyturnError(Exception):
@@ -21,6 +21,14 @@ class KeyturnError(Exception):
         self.public = public if public is not None else self.default_public
         self.detail = detail
         super().__init__(f"{self.code}: {self.public}" + (f" ({detail})" if detail else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Whole across a process boundary (`keyturn serve` prepares in a child process).
+        return (_rebuild, (type(self), self.public, self.detail))
+
+
+def _rebuild(kind: type[KeyturnError], public: str, detail: str) -> KeyturnError:
+    return kind(public, detail=detail)
 
 
 class InvalidRequest(KeyturnError):
@@ -100,6 +108,9 @@ class RateLimited(KeyturnError):
     def __init__(self, retry_after: int, public: str | None = None, *, detail: str = "") -> None:
         super().__init__(public, detail=detail)
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.retry_after, self.public), {"detail": self.detail})
 
 
 class StoreUnavailable(KeyturnError):

@@ -12,9 +12,6 @@ import math
 import time
 from collections.abc import Callable
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
 log = logging.getLogger("keyturn.limits")
 
 MAX_KEYS = 100_000
@@ -46,7 +43,12 @@ class MemoryLimiter:
 
 class RedisLimiter:
     def __init__(self, url: str, fallback: MemoryLimiter | None = None) -> None:
+        # Imported here: a server without Redis never loads the client (memory per worker).
+        from redis import asyncio as aioredis
+        from redis.exceptions import RedisError
+
         self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._fallback = fallback or MemoryLimiter()
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
@@ -57,7 +59,7 @@ class RedisLimiter:
                 pipe.expire(name, window_seconds, nx=True)
                 pipe.ttl(name)
                 count, _, ttl = await pipe.execute()
-        except (RedisError, OSError) as error:
+        except self._failures as error:
             log.warning("redis unavailable for rate limits, counting per process: %s", error)
             return await self._fallback.hit(key, limit, window_seconds)
         return None if int(count) <= limit else max(1, int(ttl))
@@ -69,7 +71,7 @@ class RedisLimiter:
                 pipe.get(name)
                 pipe.ttl(name)
                 count, ttl = await pipe.execute()
-        except (RedisError, OSError) as error:
+        except self._failures as error:
             log.warning("redis unavailable for rate limits, counting per process: %s", error)
             return await self._fallback.peek(key, limit, window_seconds)
         return None if count is None or int(count) < limit else max(1, int(ttl))

@@ -14,9 +14,6 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
 from keyturn.core.audit import SecurityEvent
 from keyturn.core.ids import SessionId
 from keyturn.core.models import RevocationReason
@@ -28,7 +25,12 @@ CHANNEL = "keyturn:revocations"
 
 class RedisRevocationChannel:
     def __init__(self, url: str, channel: str = CHANNEL) -> None:
+        # Imported here: a server without Redis never loads the client (memory per worker).
+        from redis import asyncio as aioredis
+        from redis.exceptions import RedisError
+
         self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self.channel = channel
 
     async def revoked(
@@ -39,7 +41,7 @@ class RedisRevocationChannel:
         )
         try:
             await self._redis.publish(self.channel, message)
-        except (RedisError, OSError) as error:
+        except self._failures as error:
             log.warning("could not announce %d revocations on redis: %s", len(session_ids), error)
 
     async def rotated(self, session_id: SessionId) -> None:  # noqa: ARG002 - not announced

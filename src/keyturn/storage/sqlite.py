@@ -7,8 +7,15 @@ is waited for up to the timeout. `synchronous=NORMAL` keeps every commit across 
 application crash (WAL is on disk before the commit returns); only an operating-system
 crash can lose the last transactions, and then consistently.
 
-All SQLite calls run on one dedicated thread per store, so the event loop never blocks
-on a lock wait.
+The hot operations (single-row reads, the rotation's compare-and-swap, a session's
+insert or revocation) run on the event loop's own thread, on a connection that never
+waits for a lock (`busy_timeout = 0`): a WAL read or an uncontended one-row write takes
+tens of microseconds, far less than handing it to another thread and back. Whenever that
+connection meets a lock (another process is writing), the operation is rolled back and
+run again on one dedicated thread per store, whose connection waits up to the timeout,
+so the event loop never blocks on a lock wait. So do every listing, bulk revocation and
+purge. The loop's connection never checkpoints the WAL itself; every
+`_CHECKPOINT_EVERY` of its commits, the thread does (a checkpoint syncs the disk).
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ from keyturn.storage import rows
 T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHECKPOINT_EVERY = 1000
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class _Locked(Exception):
+    """The loop's connection met a lock: run the operation on the thread instead."""
 
 
 def to_db(value: datetime) -> int:
@@ -83,18 +96,23 @@ class SqliteStore:
         self._timeout = timeout
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyturn-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._loop_db: sqlite3.Connection | None = None
+        self._loop_commits = 0
 
     # Plumbing
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
+        timeout = self._timeout if wait else 0.0
         db = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            self._path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         db.row_factory = sqlite3.Row
-        db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
+        if not wait:
+            db.execute("PRAGMA wal_autocheckpoint = 0")
         return db
 
     def _conn(self) -> sqlite3.Connection:
@@ -115,25 +133,73 @@ class SqliteStore:
             # can answer for. The request fails with 503 and nothing half-written.
             raise StoreUnavailable(detail=f"sqlite: {error}") from None
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _on_loop(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` on the event loop's connection; `_Locked` if it met a lock (nothing of
+        it is left: a transaction it began is rolled back)."""
+        try:
+            if self._loop_db is None:
+                self._loop_db = self._connect(wait=False)
+            return work(self._loop_db)
+        except sqlite3.IntegrityError as error:
+            raise AlreadyExists(detail=str(error)) from None
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode in _LOCKED:
+                raise _Locked from None
+            raise StoreUnavailable(detail=f"sqlite: {error}") from None
+        except sqlite3.DatabaseError as error:
+            raise StoreUnavailable(detail=f"sqlite: {error}") from None
+
+    async def _soon(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` on the loop's thread when no lock is in the way, else on the store's
+        thread, which waits for the lock. Either way the caller yields to the loop once,
+        so a task that loops over store calls cannot starve the others."""
+        await asyncio.sleep(0)
+        try:
+            return self._on_loop(work)
+        except _Locked:
+            return await self._run(work)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T], *, hot: bool = False) -> T:
+        """`work` in one `BEGIN IMMEDIATE` transaction. `hot`: a short one-row write,
+        tried on the loop's thread first."""
+
         def transaction(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = work(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
-        return await self._run(transaction)
+        if not hot:
+            return await self._run(transaction)
+        result = await self._soon(transaction)
+        self._loop_commits += 1
+        if self._loop_commits % _CHECKPOINT_EVERY == 0:
+            self._checkpoint_soon()
+        return result
+
+    def _checkpoint_soon(self) -> None:
+        """A passive WAL checkpoint on the store's thread, not waited for (it never
+        blocks writers; a failed one is tried again at the next round)."""
+
+        def checkpoint(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                return
+
+        self._thread.submit(lambda: checkpoint(self._conn()))
 
     async def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
         def fetch(db: sqlite3.Connection) -> sqlite3.Row | None:
             row: sqlite3.Row | None = db.execute(sql, args).fetchone()
             return row
 
-        return await self._run(fetch)
+        return await self._soon(fetch)
 
     async def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return await self._run(lambda db: db.execute(sql, args).fetchall())
@@ -280,7 +346,7 @@ class SqliteStore:
             db.execute(_INSERT_SESSION, rows.session_values(session, to_db))
             self._event(db, event)
 
-        await self._write(work)
+        await self._write(work, hot=True)
 
     async def get_session(self, session_id: SessionId) -> Session | None:
         if not rows.storable(session_id):
@@ -330,7 +396,7 @@ class SqliteStore:
             )
             return changed.rowcount == 1
 
-        return await self._write(work)
+        return await self._write(work, hot=True)
 
     async def revoke_session(
         self,
@@ -344,7 +410,7 @@ class SqliteStore:
             self._event(db, event)
             return bool(ended)
 
-        return await self._write(work)
+        return await self._write(work, hot=True)
 
     async def revoke_user_sessions(
         self,
@@ -423,7 +489,7 @@ class SqliteStore:
             db.execute(_INSERT_CODE, values)
             self._event(db, event)
 
-        await self._write(work)
+        await self._write(work, hot=True)
 
     async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
         if not rows.storable(code_hash):
@@ -452,7 +518,7 @@ class SqliteStore:
             self._event(db, event)
             return True
 
-        return await self._write(work)
+        return await self._write(work, hot=True)
 
     async def list_keys(self) -> list[StoredKey]:
         found = await self._all("SELECT * FROM signing_keys ORDER BY created_at, kid")
@@ -476,7 +542,7 @@ class SqliteStore:
     # Audit
 
     async def record(self, event: SecurityEvent) -> None:
-        await self._write(lambda db: self._event(db, event))
+        await self._write(lambda db: self._event(db, event), hot=True)
 
     async def list_events(
         self,
@@ -507,6 +573,10 @@ class SqliteStore:
         await self._one("SELECT 1")
 
     async def close(self) -> None:
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
+
         def shut(db: sqlite3.Connection) -> None:
             db.close()
             self._db = None

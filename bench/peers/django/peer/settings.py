@@ -6,7 +6,8 @@ Production-like: DEBUG off, no sessions, no templates. The database comes from t
 environment:
 
 - `PEER_DATABASE=sqlite:////path/db.sqlite3`: WAL, `synchronous=NORMAL`, writes
-  in `BEGIN IMMEDIATE` transactions and a 5 s busy timeout, as keyturn's SQLite store;
+  in `BEGIN IMMEDIATE` transactions, a 5 s busy timeout and one persistent connection
+  per worker, as keyturn's SQLite store;
 - `PEER_DATABASE=postgresql://user@host:port/db` with `PEER_DB_SCHEMA` as the
   `search_path` (psycopg 3).
 """
@@ -45,6 +46,7 @@ def _database() -> dict[str, object]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": url.removeprefix("sqlite:///"),
+            "CONN_MAX_AGE": None,  # one persistent connection per worker, as keyturn keeps
             "OPTIONS": {
                 "timeout": 5,
                 "transaction_mode": "IMMEDIATE",
