@@ -135,7 +135,24 @@ def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:
     )
 
 
+_PARSED_CLIENTS: dict[tuple[Any, ...], Client] = {}
+_PARSED_CLIENTS_MAX = 256
+
+
 def client_from(row: Row, from_db: FromDb, prefix: str = "") -> Client:
+    """The client a row holds. Every rotation reads its client's row afresh (a disabled
+    client is refused at once), but parsing it (four JSON columns) costs more than the
+    read: a row identical to one parsed before gives the same immutable `Client`."""
+    raw = (from_db, *(row[prefix + c] for c in CLIENT_COLUMNS))
+    parsed = _PARSED_CLIENTS.get(raw)
+    if parsed is None:
+        if len(_PARSED_CLIENTS) >= _PARSED_CLIENTS_MAX:
+            _PARSED_CLIENTS.clear()
+        parsed = _PARSED_CLIENTS[raw] = _parse_client(row, from_db, prefix)
+    return parsed
+
+
+def _parse_client(row: Row, from_db: FromDb, prefix: str) -> Client:
     p = prefix
     return Client(
         id=ClientId(row[p + "id"]),

@@ -159,11 +159,20 @@ class SqliteStore:
         except _Locked:
             return await self._run(work)
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T], *, hot: bool = False) -> T:
+    async def _write(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        hot: bool = False,
+        one_statement: bool = False,
+    ) -> T:
         """`work` in one `BEGIN IMMEDIATE` transaction. `hot`: a short one-row write,
-        tried on the loop's thread first."""
+        tried on the loop's thread first. `one_statement`: `work` runs a single
+        statement, atomic on its own (autocommit), so no `BEGIN`/`COMMIT` around it."""
 
         def transaction(db: sqlite3.Connection) -> T:
+            if one_statement:
+                return work(db)
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = work(db)
@@ -396,7 +405,7 @@ class SqliteStore:
             )
             return changed.rowcount == 1
 
-        return await self._write(work, hot=True)
+        return await self._write(work, hot=True, one_statement=True)
 
     async def revoke_session(
         self,

@@ -109,6 +109,9 @@ def create_app(
                 await app.state.engine.close()
 
     routes = [
+        # The two refresh endpoints first: the router tries routes in order.
+        Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
+        Route("/auth/refresh", endpoint(first_party.refresh), methods=["POST"]),
         Route("/healthz", endpoint(healthz), methods=["GET"]),
         Route("/readyz", endpoint(readyz), methods=["GET"]),
         Route(
@@ -118,11 +121,9 @@ def create_app(
         ),
         Route("/.well-known/jwks.json", endpoint(metadata.jwks), methods=["GET"]),
         Route("/oauth/authorize", endpoint(authorize.authorize), methods=["GET", "POST"]),
-        Route("/oauth/token", endpoint(oauth_token.token), methods=["POST"]),
         Route("/oauth/revoke", endpoint(oauth_inspect.revoke), methods=["POST"]),
         Route("/oauth/introspect", endpoint(oauth_inspect.introspect), methods=["POST"]),
         Route("/auth/login", endpoint(first_party.login), methods=["POST"]),
-        Route("/auth/refresh", endpoint(first_party.refresh), methods=["POST"]),
         Route("/auth/logout", endpoint(first_party.logout), methods=["POST"]),
         Route("/auth/logout-all", endpoint(first_party.logout_all), methods=["POST"]),
         Route("/auth/sessions", endpoint(first_party.list_sessions), methods=["GET"]),

@@ -50,6 +50,8 @@ class ObservedRequests:
         self._app = app
         self._routes = routes
         self._metrics = metrics
+        # Paths without parameters are their own template: a dict lookup, not a scan.
+        self._fixed = {r.path: r.path for r in routes if isinstance(r, Route) and "{" not in r.path}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +60,7 @@ class ObservedRequests:
         fields = RequestFields(
             request_id=secrets.token_hex(8),
             method=method_label(scope["method"]),
-            route=route_template(self._routes, scope),
+            route=self._fixed.get(scope["path"]) or route_template(self._routes, scope),
         )
         started = time.perf_counter()
         status = 500
