@@ -169,3 +169,47 @@ def ceiling(levels: list[int], seconds: float, warmup: float, quiet: float) -> l
                                 }
                             )
     return rows
+
+
+def floor(levels: list[int], seconds: float, warmup: float, quiet: float) -> list[dict[str, Any]]:
+    """The floor of a rotation on keyturn's stack (`bench.load.trivial` kinds
+    `floor-sqlite` and `floor-postgres`: one primary-key read and one compare-and-swap
+    commit behind a Starlette route, one uvicorn worker), driven like the real systems."""
+    rows: list[dict[str, Any]] = []
+    tokens = [f"kt_rt_start{i}" for i in range(4 * max(levels))]
+    for store in ("sqlite", "postgres"):
+        port = free_port()
+        schema = f"bench_floor_{uuid.uuid4().hex[:6]}"
+        with tempfile.TemporaryDirectory(prefix="keyturn-floor-") as folder:
+            target = PG if store == "postgres" else str(Path(folder) / "floor.db")
+            command = [sys.executable, "-m", "bench.load.trivial", "--port", str(port)]
+            command += ["--kind", f"floor-{store}", "--target", target, "--schema", schema]
+            try:
+                with server(
+                    command,
+                    env={},
+                    cwd=ROOT,
+                    log=Path(folder) / "floor.log",
+                    ready=answers("127.0.0.1", port, "/oauth/token", "POST"),
+                ) as proc:
+                    endpoint = Endpoint(f"http://127.0.0.1:{port}/oauth/token", "oauth", "bench")
+                    for c in levels:
+                        busy = wait_for_quiet(patience=quiet)
+                        with Window(proc.pid, warmup, seconds) as window:
+                            result = run_load(endpoint, tokens, c, seconds, warmup, 1)
+                        print(line(result, f"floor {store:9} "), flush=True)
+                        rows.append(
+                            {
+                                "store": store,
+                                **asdict(result),
+                                "server_cpu_percent": window.server_percent,
+                                "machine_busy_percent": window.machine_percent,
+                                "busy_before": round(busy, 1),
+                            }
+                        )
+            finally:
+                if store == "postgres":
+                    drop = f"DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    quiet_drop = f"SET client_min_messages = warning; {drop}"
+                    subprocess.run(["psql", PG, "-q", "-c", quiet_drop], check=False)
+    return rows

@@ -1,20 +1,31 @@
-"""Trivial token endpoints, to find what the load generator itself can drive.
+"""Trivial token endpoints, to find what the load generator itself can drive, and the
+floor of a rotation on keyturn's stack.
 
-    python -m bench.load.trivial --port P [--kind raw|starlette]
+    python -m bench.load.trivial --port P [--kind raw|starlette|floor-sqlite|floor-postgres]
 
 Both answer every request with 200 and RFC 6749 §5.1 JSON carrying a fresh
 `refresh_token` (a counter), so the generator's checks pass, and do nothing else.
 `raw` is an asyncio protocol on uvloop that parses no more than it must (the cheapest
 server a Python process can be); `starlette` is a Starlette route under uvicorn with
 httptools, the stack keyturn serves on, for reference.
+
+`floor-sqlite` and `floor-postgres` are that Starlette route doing the database work of
+a rotation and nothing else: read one row of 10,000 by primary key, then a
+compare-and-swap `UPDATE ... WHERE generation = <read>` committed on its own, on
+keyturn's store settings (SQLite WAL, `synchronous=NORMAL`, on the event loop's thread;
+PostgreSQL through an asyncpg pool of 10, one acquisition per statement). No client
+authentication, no token MAC, no signing, no logging, no metrics: what no rotation
+served this way can beat on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import sys
+from collections.abc import AsyncIterator
 from typing import cast
 
 _counter = itertools.count()
@@ -78,10 +89,96 @@ def _starlette_app() -> object:
     return Starlette(routes=[Route("/oauth/token", token, methods=["POST"])])
 
 
+FLOOR_ROWS = 10_000
+
+
+def _floor_app(store: str, target: str, schema: str) -> object:
+    import random
+    import sqlite3
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    if store == "sqlite":
+        db = sqlite3.connect(target, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, generation INT)")
+        db.execute("DELETE FROM floor")
+        db.executemany("INSERT INTO floor VALUES (?, 0)", ((i,) for i in range(FLOOR_ROWS)))
+
+        async def rotate_sqlite(request: Request) -> Response:
+            await request.body()
+            key = random.randrange(FLOOR_ROWS)
+            (generation,) = db.execute(
+                "SELECT generation FROM floor WHERE id = ?", (key,)
+            ).fetchone()
+            db.execute(
+                "UPDATE floor SET generation = ? WHERE id = ? AND generation = ?",
+                (generation + 1, key, generation),
+            )
+            return Response(_body(), media_type="application/json")
+
+        return Starlette(routes=[Route("/oauth/token", rotate_sqlite, methods=["POST"])])
+
+    import asyncpg
+
+    pools: list[asyncpg.Pool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:  # noqa: ARG001 - Starlette's signature
+        async def keep(conn: asyncpg.Connection) -> None:  # noqa: ARG001 - no state to reset
+            return None
+
+        setup = await asyncpg.connect(target)
+        await setup.execute(
+            f"CREATE SCHEMA IF NOT EXISTS {schema}; "
+            f"CREATE TABLE {schema}.floor (id int PRIMARY KEY, generation int NOT NULL) "
+            "WITH (fillfactor = 80); "
+            f"INSERT INTO {schema}.floor SELECT i, 0 FROM generate_series(0, {FLOOR_ROWS - 1}) i"
+        )
+        await setup.execute(f"VACUUM ANALYZE {schema}.floor")
+        await setup.close()
+        pools.append(
+            await asyncpg.create_pool(
+                target,
+                min_size=10,
+                max_size=10,
+                reset=keep,
+                server_settings={"search_path": schema},
+            )
+        )
+        yield
+        await pools[0].close()
+
+    async def rotate_postgres(request: Request) -> Response:
+        await request.body()
+        key = random.randrange(FLOOR_ROWS)
+        pool = pools[0]
+        generation = await pool.fetchval("SELECT generation FROM floor WHERE id = $1", key)
+        await pool.execute(
+            "UPDATE floor SET generation = $1 WHERE id = $2 AND generation = $3",
+            generation + 1,
+            key,
+            generation,
+        )
+        return Response(_body(), media_type="application/json")
+
+    return Starlette(
+        routes=[Route("/oauth/token", rotate_postgres, methods=["POST"])], lifespan=lifespan
+    )
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load.trivial")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--kind", choices=("raw", "starlette"), default="raw")
+    parser.add_argument(
+        "--kind", choices=("raw", "starlette", "floor-sqlite", "floor-postgres"), default="raw"
+    )
+    parser.add_argument("--target", default="", help="floor: SQLite file or PostgreSQL URL")
+    parser.add_argument("--schema", default="bench_floor", help="floor-postgres: its schema")
     args = parser.parse_args(argv)
     if args.kind == "raw":
         import uvloop
@@ -90,9 +187,14 @@ def main(argv: list[str]) -> None:
         return
     import uvicorn
 
+    app = (
+        _floor_app(args.kind.removeprefix("floor-"), args.target, args.schema)
+        if args.kind.startswith("floor-")
+        else _starlette_app()
+    )
     print("ready", flush=True)
     uvicorn.run(
-        _starlette_app(),  # type: ignore[arg-type]
+        app,  # type: ignore[arg-type]
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import struct
@@ -60,7 +59,7 @@ def new_salt(randomness: Randomness) -> bytes:
 
 
 def _mac(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, _LABEL + body, hashlib.sha256).digest()[:MAC_BYTES]
+    return hmac.digest(key, _LABEL + body, "sha256")[:MAC_BYTES]
 
 
 def encode(claims: RefreshClaims, mac_key: bytes) -> str:

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import SecretStr
@@ -24,11 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.observability.logs import RequestFields, bind_request, unbind_request
 from keyturn.observability.metrics import UNMATCHED_ROUTE, Metrics, method_label
+from keyturn.observability.redaction import ACCESS_LOGGER
 from keyturn.web.errors import NO_STORE
 from keyturn.web.responses import plain_error
 from keyturn.wiring import Engine
 
-access_log = logging.getLogger("keyturn.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -50,8 +52,22 @@ class ObservedRequests:
         self._app = app
         self._routes = routes
         self._metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # Paths without parameters are their own template: a dict lookup, not a scan.
         self._fixed = {r.path: r.path for r in routes if isinstance(r, Route) and "{" not in r.path}
+
+    def _series(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of these labels (looked up once:
+        `labels()` costs more than the update). Templates, methods and statuses are
+        closed sets, so this stays small."""
+        key = (route, method, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (
+                self._metrics.http_requests.labels(route, method, str(status)),
+                self._metrics.http_duration.labels(route, method),
+            )
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,8 +86,9 @@ class ObservedRequests:
             nonlocal observed
             observed = True
             elapsed = time.perf_counter() - started
-            self._metrics.http_requests.labels(fields.route, fields.method, str(status)).inc()
-            self._metrics.http_duration.labels(fields.route, fields.method).observe(elapsed)
+            counter, histogram = self._series(fields.route, fields.method, status)
+            counter.inc()
+            histogram.observe(elapsed)
             client = scope.get("client")
             access_log.info(
                 "%s %s %d %.1fms",
