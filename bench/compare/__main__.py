@@ -9,7 +9,8 @@ worker count: seeds N refresh tokens through the system's own models, starts it 
 loopback port, drives it with `bench.load` at each concurrency (fresh chains for each
 line), and stops it by its pid. Before each line it waits for the machine to be idle
 and records how busy it was. The full run also measures the generator's ceiling and
-PostgreSQL's single-row commit rate (`bench.compare.limits`). Writes
+PostgreSQL's single-row commit rate and the floor of a rotation on keyturn's stack
+(`bench.compare.limits`). Writes
 `OUT/compare-<date>.json`; unless `--quick` or `--docs ''`, the `compare` section of
 docs/benchmarks.md and its plots under docs/img/.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import plots
-from bench.compare.limits import ceiling, pgbench
+from bench.compare.limits import ceiling, floor, pgbench
 from bench.compare.procs import Window
 from bench.compare.report import section
 from bench.compare.scale import scale
@@ -73,7 +74,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=180.0)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--docs", default=str(DOC), help="Markdown file to update ('' = none)")
-    parser.add_argument("--no-limits", action="store_true", help="skip ceiling and pgbench")
+    parser.add_argument(
+        "--no-limits", action="store_true", help="skip the ceiling, the floor and pgbench"
+    )
     parser.add_argument(
         "--scale",
         default="100000,1000000",
@@ -187,6 +190,7 @@ def main(argv: list[str]) -> int:
     if not args.no_limits:
         limits["pgbench"] = [asdict(r) for r in pgbench([16, 64], 10, args.quiet_wait)]
         limits["ceiling"] = ceiling([1, 16, 64], args.seconds, args.warmup, args.quiet_wait)
+        limits["floor"] = floor([16, 64], args.seconds, args.warmup, args.quiet_wait)
     rows: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="keyturn-compare-") as folder:

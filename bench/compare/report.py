@@ -184,6 +184,60 @@ def pgbench_table(rows: list[dict[str, Any]]) -> list[str]:
     )
 
 
+def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    body = []
+    for r in rows:
+        mine = [
+            k
+            for k in results
+            if k["system"] == "keyturn"
+            and k["store"] == r["store"]
+            and k["workers"] == 1
+            and k["concurrency"] == r["concurrency"]
+        ]
+        keyturn = mine[0]["rotations_per_second"] if mine else 0.0
+        body.append(
+            [
+                STORE[r["store"]],
+                str(r["concurrency"]),
+                f"{r['rotations_per_second']:,.0f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['server_cpu_percent']:.0f}",
+                f"{keyturn:,.0f}" if keyturn else "–",
+                f"{r['rotations_per_second'] / keyturn:.2f}×" if keyturn else "–",
+                f"{r['busy_before']:.0f}",
+            ]
+        )
+    return [
+        "### The floor of a rotation on keyturn's stack",
+        "",
+        "What the stack keyturn is built on reaches before keyturn does anything of its "
+        "own: `python -m bench.load.trivial --kind floor-sqlite|floor-postgres`, one "
+        "uvicorn worker and a Starlette route that reads the request body, reads one row "
+        "by primary key and commits one compare-and-swap `UPDATE` (SQLite in WAL mode "
+        "with `synchronous=NORMAL`; PostgreSQL through an asyncpg pool), then answers a "
+        "fixed JSON body: no form parsing, token decoding, MAC, rules, signing, audit, "
+        "logs or metrics. "
+        "keyturn's figure is its own line above at the same store, one worker and "
+        "concurrency; the ratio is how far keyturn is from that floor.",
+        "",
+        *table(
+            [
+                "store",
+                "concurrency",
+                "floor rotations/s",
+                "floor p99 ms",
+                "floor server CPU %",
+                "keyturn 1w rotations/s",
+                "floor ÷ keyturn",
+                "busy before %",
+            ],
+            "lrrrrrrr",
+            body,
+        ),
+    ]
+
+
 def scale_part(rows: list[dict[str, Any]]) -> list[str]:
     concurrency = rows[0]["concurrency"]
     body = []
@@ -307,6 +361,8 @@ def section(payload: dict[str, Any], json_path: Path | str) -> str:
             "",
             *pgbench_table(limits["pgbench"]),
         ]
+    if "floor" in limits:
+        out += ["", *floor_part(limits["floor"], rows)]
     if "scale" in limits:
         out += ["", *scale_part(limits["scale"])]
     if "ceiling" in limits:
