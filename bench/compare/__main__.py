@@ -12,7 +12,10 @@ and records how busy it was. The full run also measures the generator's ceiling 
 PostgreSQL's single-row commit rate and the floor of a rotation on keyturn's stack
 (`bench.compare.limits`). Writes
 `OUT/compare-<date>.json`; unless `--quick` or `--docs ''`, the `compare` section of
-docs/benchmarks.md and its plots under docs/img/.
+docs/benchmarks.md and its plots under docs/img/. A full run ends with the profile of
+the server under load (`bench.compare.profile`) and the cost breakdown of one rotation
+(`bench.engine.breakdown`), each writing its own JSON and section (`--no-profile` skips
+them).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.compare import plots
+from bench.compare import plots, profile
 from bench.compare.limits import ceiling, floor, pgbench
 from bench.compare.procs import Window
 from bench.compare.report import section
@@ -47,6 +50,7 @@ from bench.compare.systems import (
     SIMPLEJWT,
     Spec,
 )
+from bench.engine import breakdown
 from bench.engine.preload import PG
 from bench.engine.quiet import wait_for_quiet
 from bench.engine.report import DOC, RESULTS, ROOT, machine, replace_section
@@ -83,12 +87,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="live-session counts keyturn is preloaded with for the scale lines ('' = none)",
     )
     parser.add_argument("--scale-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the server profile (bench.compare.profile) and the cost breakdown "
+        "(bench.engine.breakdown) that a full run ends with",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: keyturn, SQLite, 16")
     args = parser.parse_args(argv)
     if args.quick:
         args.only, args.concurrency, args.seconds, args.warmup = "keyturn · sqlite · 1w", "16", 3, 1
         args.tokens, args.quiet_wait, args.docs, args.no_limits = 200, 0.0, "", True
-        args.scale = ""
+        args.scale, args.no_profile = "", True
+    if args.docs == "":
+        args.no_profile = True  # they write to the docs
     return args
 
 
@@ -248,6 +260,10 @@ def main(argv: list[str]) -> int:
         body = section(payload, out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
         replace_section("compare", body, doc)
         print(f"# wrote {doc} and {images}/compare-*.png", flush=True)
+    if not args.no_profile:
+        profile.main(["--docs", args.docs])
+        # It writes to docs/benchmarks.md only; elsewhere it prints.
+        breakdown.main([] if Path(args.docs) == DOC else ["--no-write"])
     errors = sum(sum(r["errors"].values()) for r in rows)
     return 1 if failures or (args.quick and errors) else 0
 

@@ -23,7 +23,7 @@ MARKERS = {1: "o", 2: "s"}
 
 
 def throughput(rows: list[dict[str, Any]], caption: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for label in labels:
         mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["concurrency"])
@@ -44,7 +44,7 @@ def throughput(rows: list[dict[str, Any]], caption: str, path: Path) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title("Refresh-token rotations per second over HTTP", fontsize=11)
     fig.text(0.01, 0.01, caption, fontsize=6.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))

@@ -1,0 +1,64 @@
+"""`bench.compare.profile` puts each sampled stack in the part of the server that spent
+it: the deepest frame that belongs to a part decides."""
+
+from __future__ import annotations
+
+from bench.compare.profile import OTHER, categorise, summarise
+
+ROOT = "run (uvicorn/main.py:1)"
+MIDDLEWARE = "__call__ (keyturn/web/metrics.py:72)"
+ROUTE = "token (keyturn/web/oauth_token.py:18)"
+
+
+def test_a_library_call_counts_for_what_keyturn_called_it_for() -> None:
+    logged = [
+        ROOT,
+        MIDDLEWARE,
+        "format (keyturn/observability/logs.py:69)",
+        "dumps (json/__init__.py:183)",
+    ]
+    answered = [
+        ROOT,
+        MIDDLEWARE,
+        ROUTE,
+        "json_response (keyturn/web/responses.py:15)",
+        "dumps (json/__init__.py:183)",
+    ]
+    signed = [
+        ROOT,
+        MIDDLEWARE,
+        ROUTE,
+        "issue_for_session (keyturn/service/issuing.py:18)",
+        "sign (joserfc/jws.py:80)",
+    ]
+    stored = [
+        ROOT,
+        MIDDLEWARE,
+        ROUTE,
+        "_attempt (keyturn/storage/postgres.py:372)",
+        "_do_execute (asyncpg/connection.py:2035)",
+    ]
+    assert categorise(logged) == "logs and metrics"
+    assert categorise(answered) == "keyturn HTTP layer (form, client auth, response)"
+    assert categorise(signed) == "access-token signing (ES256, joserfc)"
+    assert categorise(stored) == "database: driver, queries, commit"
+    assert categorise([ROOT, "data_received (httptools_impl.py:120)"]) == (
+        "HTTP server (uvicorn, httptools parsing)"
+    )
+    assert categorise(["<module> (x.py:1)"]) == OTHER
+
+
+def test_a_collapsed_file_is_summed_per_part_and_per_leaf() -> None:
+    text = "\n".join(
+        [
+            f"{ROOT};{MIDDLEWARE};{ROUTE};sign (joserfc/jws.py:80) 30",
+            f"{ROOT};{MIDDLEWARE};{ROUTE};sign (joserfc/jws.py:80) 10",
+            f"{ROOT};{MIDDLEWARE} 60",
+            "",
+        ]
+    )
+    parts, leaves, total = summarise(text)
+    assert total == 100
+    assert parts["access-token signing (ES256, joserfc)"] == 40
+    assert parts["logs and metrics"] == 60
+    assert leaves["sign (joserfc/jws.py)"] == 40
