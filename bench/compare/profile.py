@@ -44,6 +44,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop and sockets (uvloop)", ("uvloop/", "asyncio/")),
 ]
 OTHER = "other"
+NATIVE = "native code, no Python frame (py-spy)"
 ORDER = [name for name, _ in CATEGORIES] + [OTHER]
 
 
@@ -65,7 +66,8 @@ def summarise(collapsed: str) -> tuple[Counter[str], Counter[str], int]:
         stack, _, count = row.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
+        # With --subprocesses py-spy roots each stack at `process PID:"command line"`.
+        frames = [f for f in stack.split(";") if not f.startswith("process ")] or [NATIVE]
         samples = int(count)
         total += samples
         categories[categorise(frames)] += samples

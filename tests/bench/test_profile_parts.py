@@ -62,3 +62,13 @@ def test_a_collapsed_file_is_summed_per_part_and_per_leaf() -> None:
     assert parts["access-token signing (ES256, joserfc)"] == 40
     assert parts["logs and metrics"] == 60
     assert leaves["sign (joserfc/jws.py)"] == 40
+
+
+def test_the_process_root_of_a_subprocess_profile_is_not_a_frame() -> None:
+    parts, leaves, total = summarise(
+        'process 7:"python -m keyturn serve" 5\n'
+        f'process 7:"python -m keyturn serve";{ROOT};{MIDDLEWARE} 5\n'
+    )
+    assert total == 10
+    assert parts["logs and metrics"] == 5
+    assert not any(leaf.startswith("process ") for leaf in leaves)
