@@ -44,7 +44,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop and sockets (uvloop)", ("uvloop/", "asyncio/")),
 ]
 OTHER = "other"
-NATIVE = "native code, no Python frame (py-spy)"
+NATIVE = "native code, no Python frame (py-spy:0)"  # a frame, shaped like the others
 ORDER = [name for name, _ in CATEGORIES] + [OTHER]
 
 

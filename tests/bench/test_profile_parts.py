@@ -71,4 +71,5 @@ def test_the_process_root_of_a_subprocess_profile_is_not_a_frame() -> None:
     )
     assert total == 10
     assert parts["logs and metrics"] == 5
+    assert leaves["native code, no Python frame (py-spy)"] == 5
     assert not any(leaf.startswith("process ") for leaf in leaves)
