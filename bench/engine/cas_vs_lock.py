@@ -37,7 +37,7 @@ import asyncpg
 from bench.engine.preload import Target, dispose, prepare, session_id
 from bench.engine.quiet import wait_for_quiet
 from bench.engine.report import machine, machine_line, replace_section, table, write_json
-from bench.engine.run import percentile
+from bench.latency import percentile
 from keyturn.settings import Settings
 from keyturn.storage import rows
 

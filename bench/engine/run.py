@@ -17,7 +17,6 @@ window.
 from __future__ import annotations
 
 import asyncio
-import math
 import multiprocessing
 import random
 import time
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 
 from bench.engine.preload import CLIENT, Target, first_tokens
 from bench.engine.quiet import wait_for_quiet
+from bench.latency import summary
 from keyturn.core.errors import InvalidGrant
 from keyturn.crypto.refresh_codec import PREFIX
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
@@ -127,13 +127,6 @@ def _in_process(
     return asyncio.run(drive(target, indices, seconds, warmup, barrier))
 
 
-def percentile(ordered: list[int], q: float) -> int:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return 0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def merge(
     target: Target,
     processes: int,
@@ -142,14 +135,6 @@ def merge(
     shares: list[Share],
     busy_before: float,
 ) -> Result:
-    latencies = sorted(x for share in shares for x in share.latencies_ns)
-    errors: Counter[str] = Counter()
-    for share in shares:
-        errors.update(share.errors)
-
-    def ms(ns: int) -> float:
-        return round(ns / 1e6, 3)
-
     return Result(
         store=target.store,
         sessions=target.sessions,
@@ -157,13 +142,7 @@ def merge(
         concurrency=concurrency,
         pool_size=target.pool_size,
         seconds=seconds,
-        rotations=len(latencies),
-        rotations_per_second=round(len(latencies) / seconds, 1),
-        p50_ms=ms(percentile(latencies, 0.50)),
-        p90_ms=ms(percentile(latencies, 0.90)),
-        p99_ms=ms(percentile(latencies, 0.99)),
-        max_ms=ms(latencies[-1] if latencies else 0),
-        errors=dict(errors),
+        **summary(shares, seconds),
         busy_before=round(busy_before, 1),
     )
 

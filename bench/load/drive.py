@@ -17,7 +17,6 @@ machine is known.
 from __future__ import annotations
 
 import asyncio
-import math
 import multiprocessing
 import os
 import time
@@ -27,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bench.latency import summary
 from bench.load.http import Client
 from bench.load.shapes import Endpoint, Shape
 
@@ -160,33 +160,12 @@ def _in_process(
     return _run(drive(endpoint, tokens, spares, seconds, warmup, barrier))
 
 
-def percentile(ordered: list[int], q: float) -> int:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return 0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def merge(concurrency: int, processes: int, seconds: float, shares: list[Share]) -> LoadResult:
-    latencies = sorted(x for share in shares for x in share.latencies_ns)
-    errors: Counter[str] = Counter()
-    for share in shares:
-        errors.update(share.errors)
-
-    def ms(ns: int) -> float:
-        return round(ns / 1e6, 3)
-
     return LoadResult(
         concurrency=concurrency,
         processes=processes,
         seconds=seconds,
-        rotations=len(latencies),
-        rotations_per_second=round(len(latencies) / seconds, 1),
-        p50_ms=ms(percentile(latencies, 0.50)),
-        p90_ms=ms(percentile(latencies, 0.90)),
-        p99_ms=ms(percentile(latencies, 0.99)),
-        max_ms=ms(latencies[-1] if latencies else 0),
-        errors=dict(errors),
+        **summary(shares, seconds),
         generator_cpu_percent=round(100 * sum(s.cpu_seconds for s in shares) / seconds, 1),
         connects=sum(s.connects for s in shares),
     )
