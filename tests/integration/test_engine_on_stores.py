@@ -20,7 +20,7 @@ from keyturn.core.errors import InvalidGrant, LoginFailed
 from keyturn.core.models import Client, RevocationReason, Session
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
-from support.engine import PASSWORD, FakeClock, engine_with, seed
+from support.engine import PASSWORD, FakeClock, count_calls, engine_with, seed
 
 
 @dataclass
@@ -123,14 +123,7 @@ async def test_rt07_cross_client_live_and_stale_tokens_leave_the_session(world: 
     ["kt_rt_" + "A" * 40, "no prefix at all", "x" * 4096, "kt_rt_" + "A" * 79],
 )
 async def test_rt08_garbage_is_refused_without_any_query(world: World, garbage: str) -> None:
-    calls: list[str] = []
-    original = world.engine.store.get_session_with_user
-
-    async def counting(session_id: str) -> object:
-        calls.append(session_id)
-        return await original(session_id)  # type: ignore[arg-type]
-
-    world.engine.store.get_session_with_user = counting  # type: ignore[method-assign, assignment]
+    calls = count_calls(world.engine.store)
     with pytest.raises(InvalidGrant):
         await world.engine.refresher.refresh(garbage, world.native)
     assert calls == []

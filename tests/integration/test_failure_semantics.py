@@ -34,15 +34,20 @@ async def test_fs06_failure_before_commit_changes_nothing_and_issues_nothing(
         _, native, _ = await seed(engine)
         tokens = await engine.login.login("alice", PASSWORD, native.client)
         store = engine.store
-        original = store.advance_generation
+        # Both ways a rotation commits: the one-round-trip attempt, and the
+        # compare-and-swap after a read.
+        writes = ("attempt_rotation", "advance_generation")
+        originals = {name: getattr(store, name) for name in writes}
 
         async def failing(*args: object, **kwargs: object) -> bool:
             raise StoreUnavailable(detail="injected before commit")
 
-        store.advance_generation = failing  # type: ignore[method-assign, assignment]
+        for name in writes:
+            setattr(store, name, failing)
         with pytest.raises(StoreUnavailable):
             await engine.refresher.refresh(tokens.refresh_token or "", native.client)
-        store.advance_generation = original  # type: ignore[method-assign]
+        for name, original in originals.items():
+            setattr(store, name, original)
         session = await store.get_session(tokens.session_id)  # type: ignore[arg-type]
         assert session is not None
         assert session.generation == 0

@@ -72,3 +72,23 @@ async def seed(engine: Engine) -> tuple[User, NewClient, NewClient]:
         scope=frozenset({"read", "write"}),
     )
     return alice, native, conf
+
+
+# Every store operation through which a rotation reads a session: the one-round-trip
+# attempt (which reads, and may write), and the plain reads.
+SESSION_READS = ("attempt_rotation", "get_presentation", "get_session_with_user")
+
+
+def count_calls(store: object, names: Sequence[str] = SESSION_READS) -> list[str]:
+    """Wrap each of `names` on `store` so that every call appends its name to the
+    list returned; the calls go through unchanged."""
+    calls: list[str] = []
+    for name in names:
+        original = getattr(store, name)
+
+        async def counting(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return await _original(*args)
+
+        setattr(store, name, counting)
+    return calls

@@ -187,6 +187,38 @@ class Presentation:
 
 
 @dataclass(frozen=True, slots=True)
+class RotationAttempt:
+    """A rotation tried before anything is read: one round trip on the hot path.
+
+    The store reads the presentation and, in the same atomic operation, advances the
+    session from `generation` to `generation + 1` if and only if what it read is what
+    the rules would rotate (`keyturn.core.rotation.attempt_holds`): the client is the
+    enabled client whose `secret_hash` the caller authenticated against, and the session
+    is live, this client's, at `generation` with this `salt`, and its user enabled and
+    not re-keyed since it authenticated. The new idle deadline is
+    `min(at + idle_ttl, absolute_expires_at)`, the access token's scope the session's.
+    """
+
+    session_id: SessionId
+    client_id: ClientId
+    client_secret_hash: str | None
+    salt: bytes
+    generation: int
+    at: datetime
+    idle_ttl: int
+    """Seconds a rotation pushes the idle deadline (the client's rotation policy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """What `attempt_rotation` did: the presentation as read before it wrote, and the
+    session as it committed it (`None`: nothing was written)."""
+
+    presentation: Presentation
+    rotated: Session | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizationCode:
     """An authorization code (RFC 6749 §4.1.2), stored only as the SHA-256 of its text.
 

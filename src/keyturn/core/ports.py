@@ -16,10 +16,12 @@ from typing import Protocol
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    Attempted,
     AuthorizationCode,
     Client,
     Presentation,
     RevocationReason,
+    RotationAttempt,
     Session,
     StoredKey,
     User,
@@ -226,6 +228,15 @@ class Store(
         """The client and the session with its user, read together: one query, the only
         read of a rotation (and one round trip fewer than `get_client` then
         `get_session_with_user`)."""
+        ...
+
+    async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
+        """Read the presentation of `attempt` and, in the same atomic operation, advance
+        its session if and only if `keyturn.core.rotation.attempt_holds` is true of what
+        was read: the hot path of a rotation in one round trip. The presentation returned
+        is as read before the write. When nothing was written, the caller decides on it
+        as on `get_presentation`'s, and a rotation it then decides on goes through
+        `advance_generation` (the state may have moved since: a concurrent rotation)."""
         ...
 
     async def ping(self) -> None:

@@ -8,11 +8,11 @@ mints. The rules are DESIGN.md's, in its order; each branch says why it exists.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from keyturn.core.ids import ClientId
-from keyturn.core.models import RevocationReason, Session
+from keyturn.core.models import Client, RevocationReason, RotationAttempt, Session, User
 from keyturn.core.scopes import Scope, narrow
 
 
@@ -167,3 +167,45 @@ def _within_grace(session: Session, policy: RotationPolicy, now: datetime) -> bo
     if policy.grace_seconds == 0 or session.rotated_at is None:
         return False
     return now - session.rotated_at <= timedelta(seconds=policy.grace_seconds)
+
+
+def attempt_holds(
+    attempt: RotationAttempt, client: Client | None, session: Session | None, user: User | None
+) -> bool:
+    """Whether a store may commit `attempt` on what it read: exactly when the rules,
+    shown that presentation, would `Rotate` it from `attempt.generation`.
+
+    This is the guard every store's `attempt_rotation` writes (as SQL in the SQLite and
+    PostgreSQL adapters); the rules decide it here, through `decide`, and a property
+    test holds each adapter to this function on every kind of state. What it adds to
+    `decide` is what the service checks before deciding: the token's salt is the
+    session's, and the client is the enabled one the caller authenticated.
+    """
+    if client is None or session is None or user is None:
+        return False
+    if not client.enabled or client.secret_hash != attempt.client_secret_hash:
+        return False
+    if session.salt != attempt.salt or session.user_id != user.id:
+        return False
+    decision = decide(
+        session,
+        UserState(enabled=user.enabled, password_changed_at=user.password_changed_at),
+        Presented(attempt.generation, attempt.client_id, None),
+        # The grace window only matters for an older generation, never to a rotation.
+        RotationPolicy(grace_seconds=0, session_idle_ttl=attempt.idle_ttl),
+        attempt.at,
+    )
+    return isinstance(decision, Rotate) and decision.from_generation == attempt.generation
+
+
+def attempted_session(attempt: RotationAttempt, session: Session) -> Session:
+    """`session` as a successful `attempt` leaves it."""
+    return replace(
+        session,
+        generation=attempt.generation + 1,
+        rotated_at=attempt.at,
+        last_used_at=attempt.at,
+        idle_expires_at=min(
+            attempt.at + timedelta(seconds=attempt.idle_ttl), session.absolute_expires_at
+        ),
+    )

@@ -36,11 +36,28 @@ class ClientCredentials:
     method: AuthMethod
 
 
+# Clients this process has read, by id, for the rotation that reads nothing first
+# (`Refresher.refresh_for`). A registration never changes but to be disabled, and the
+# rotation's guard re-checks `enabled` and the secret hash in the database, so a stale
+# entry costs a second round trip, never a wrong answer. Only clients that exist enter.
+_REMEMBERED_CLIENTS = 1024
+
+
 class ClientAuthenticator:
     def __init__(self, clients: ClientStore, audit: AuditLog, clock: Clock) -> None:
         self._clients = clients
         self._audit = audit
         self._clock = clock
+        self._seen: dict[ClientId, Client] = {}
+
+    def remembered(self, client_id: str) -> Client | None:
+        """The client of this id as this process last read it, if it did."""
+        return self._seen.get(ClientId(client_id))
+
+    def _remember(self, client: Client) -> None:
+        if client.id not in self._seen and len(self._seen) >= _REMEMBERED_CLIENTS:
+            self._seen.clear()
+        self._seen[client.id] = client
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:
         """The client the credentials prove, or `InvalidClient`."""
@@ -64,6 +81,7 @@ class ClientAuthenticator:
         if client is None:
             verify_secret(_NO_SUCH_SECRET, secret or "")
             raise InvalidClient(detail="unknown client")
+        self._remember(client)
         if client.is_confidential:
             if secret is None or client.secret_hash is None:
                 raise InvalidClient(detail="confidential client without a secret")

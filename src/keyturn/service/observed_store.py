@@ -18,10 +18,12 @@ from typing import Protocol
 from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    Attempted,
     AuthorizationCode,
     Client,
     Presentation,
     RevocationReason,
+    RotationAttempt,
     Session,
     StoredKey,
     User,
@@ -148,6 +150,12 @@ class ObservedStore:
 
     async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
         return await self._store.get_presentation(client_id, session_id)
+
+    async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
+        attempted = await self._store.attempt_rotation(attempt)
+        if attempted.rotated is not None:
+            await self._rotated(attempt.session_id)
+        return attempted
 
     async def advance_generation(
         self, session_id: SessionId, from_generation: int, at: datetime, idle_expires_at: datetime

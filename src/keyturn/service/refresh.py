@@ -13,7 +13,16 @@ from typing import assert_never
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
 from keyturn.core.ids import ClientId
-from keyturn.core.models import Client, GrantType, RevocationReason, Session, User
+from keyturn.core.models import (
+    Attempted,
+    Client,
+    GrantType,
+    Presentation,
+    RevocationReason,
+    RotationAttempt,
+    Session,
+    User,
+)
 from keyturn.core.ports import Clock, Store
 from keyturn.core.rotation import (
     Presented,
@@ -72,7 +81,13 @@ class Refresher:
         _may_refresh(client)
         # Rule 1: checksum and MAC before any database work.
         claims = await self._tokens.decode_refresh(refresh_token)
-        return await self._rotate(claims, client, None, requested_scope, context)
+        loaded = None
+        if requested_scope is None:
+            attempted = await self._attempt(claims, client)
+            if attempted.rotated is not None:
+                return await self._issue_rotated(attempted.rotated, client)
+            loaded = _loaded(attempted.presentation)
+        return await self._rotate(claims, client, loaded, requested_scope, context)
 
     async def refresh_for(
         self,
@@ -92,13 +107,52 @@ class Refresher:
             # Nothing to read the client with: it is authenticated alone, and answers first.
             _may_refresh(await self._clients.authenticate(credentials))
             raise
-        read = await self._store.get_presentation(
-            ClientId(credentials.client_id), claims.session_id
-        )
+        known = self._clients.remembered(credentials.client_id)
+        if known is not None and requested_scope is None:
+            # The hot path, one round trip: authenticated against the client as this
+            # process last read it, and the attempt's guard holds the database to that
+            # very client (enabled, same secret), so nothing is read first.
+            client = await self._clients.check(credentials, known)
+            _may_refresh(client)
+            attempted = await self._attempt(claims, client)
+            if attempted.rotated is not None:
+                return await self._issue_rotated(attempted.rotated, client)
+            read = attempted.presentation
+        else:
+            read = await self._store.get_presentation(
+                ClientId(credentials.client_id), claims.session_id
+            )
         client = await self._clients.check(credentials, read.client)
         _may_refresh(client)
-        loaded = (read.session, read.user) if read.session and read.user else None
-        return await self._rotate(claims, client, loaded, requested_scope, context)
+        return await self._rotate(claims, client, _loaded(read), requested_scope, context)
+
+    async def _attempt(self, claims: RefreshClaims, client: Client) -> Attempted:
+        """Rotate `claims` if the session is exactly as a rotation needs it, reading and
+        writing in one store operation; otherwise only read (see `Store.attempt_rotation`)."""
+        return await self._store.attempt_rotation(
+            RotationAttempt(
+                session_id=claims.session_id,
+                client_id=client.id,
+                client_secret_hash=client.secret_hash,
+                salt=claims.salt,
+                generation=claims.generation,
+                at=self._clock.now(),
+                idle_ttl=self._config.rotation_policy(client).session_idle_ttl,
+            )
+        )
+
+    async def _issue_rotated(self, rotated: Session, client: Client) -> IssuedTokens:
+        """The tokens of a rotation the store committed: the successor's refresh token,
+        an access token of the session's scope (no narrower scope was asked for)."""
+        return await issue_for_session(
+            self._tokens,
+            self._clock,
+            self._config,
+            rotated,
+            client,
+            rotated.generation,
+            rotated.scope,
+        )
 
     async def _rotate(
         self,
@@ -218,6 +272,10 @@ def _may_refresh(client: Client) -> None:
         raise InvalidClient(detail="client disabled")
     if GrantType.REFRESH_TOKEN not in client.grant_types:
         raise UnauthorizedClient(detail="client lacks the refresh_token grant")
+
+
+def _loaded(read: Presentation) -> tuple[Session, User] | None:
+    return (read.session, read.user) if read.session and read.user else None
 
 
 def _rotated(session: Session, rotate: Rotate, now: datetime) -> Session:

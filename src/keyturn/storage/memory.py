@@ -13,14 +13,17 @@ from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, NotFound
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    Attempted,
     AuthorizationCode,
     Client,
     Presentation,
     RevocationReason,
+    RotationAttempt,
     Session,
     StoredKey,
     User,
 )
+from keyturn.core.rotation import attempt_holds, attempted_session
 
 
 class MemoryStore:
@@ -150,6 +153,16 @@ class MemoryStore:
             return Presentation(client=None)
         loaded = await self.get_session_with_user(session_id)
         return Presentation(client, *loaded) if loaded else Presentation(client)
+
+    async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
+        async with self._lock:
+            read = await self.get_presentation(attempt.client_id, attempt.session_id)
+            if not attempt_holds(attempt, read.client, read.session, read.user):
+                return Attempted(read, rotated=None)
+            assert read.session is not None  # noqa: S101 - attempt_holds saw it
+            rotated = attempted_session(attempt, read.session)
+            self._sessions[attempt.session_id] = rotated
+            return Attempted(read, rotated)
 
     async def advance_generation(
         self,

@@ -51,11 +51,13 @@ from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    Attempted,
     AuthorizationCode,
     Client,
     Device,
     Presentation,
     RevocationReason,
+    RotationAttempt,
     Session,
     StoredKey,
     User,
@@ -158,6 +160,33 @@ UPDATE sessions
 SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $4
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
+
+# The rotation in one round trip (`attempt_rotation`): the presentation as this
+# statement's snapshot saw it, and the compare-and-swap guarded by exactly the state on
+# which the rules rotate (`keyturn.core.rotation.attempt_holds`, to which a property
+# test holds this SQL). Under READ COMMITTED the UPDATE re-checks its guard on the row
+# version it locks: a rotation or revocation committed since the snapshot makes it
+# match nothing, and the caller, finding nothing written, decides on the presentation
+# and goes the two-step way. The session as committed comes back prefixed `m_`.
+# $1 client, $2 session, $3 generation, $4 salt, $5 at, $6 at + idle ttl, $7 the
+# authenticated client's secret hash.
+_MOVED_AS = ", ".join(f"s.{c} AS m_{c}" for c in rows.SESSION_COLUMNS)
+_ATTEMPT = f"""
+WITH pre AS ({_PRESENTATION}),
+moved AS (
+    UPDATE sessions s
+    SET generation = $3 + 1, rotated_at = $5, last_used_at = $5,
+        idle_expires_at = LEAST($6, s.absolute_expires_at)
+    FROM users u, clients c
+    WHERE s.id = $2 AND s.generation = $3 AND s.salt = $4 AND s.client_id = $1
+      AND s.revoked_at IS NULL AND $5 < s.absolute_expires_at AND $5 < s.idle_expires_at
+      AND u.id = s.user_id AND u.enabled
+      AND u.password_changed_at <= COALESCE(s.authenticated_at, s.created_at)
+      AND c.id = $1 AND c.enabled AND c.secret_hash IS NOT DISTINCT FROM $7
+    RETURNING {_MOVED_AS}
+)
+SELECT pre.*, moved.* FROM pre LEFT JOIN moved ON true
+"""  # noqa: S608 - fixed names
 
 _ADD_CODE = _with_event(_insert("authorization_codes", rows.CODE_COLUMNS, _EVENT_ARGS + 1))
 
@@ -591,6 +620,27 @@ class PostgresStore:
         return rows.presentation_from(
             await self._one(_PRESENTATION, client_id, session_id), from_db
         )
+
+    async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
+        if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
+            return Attempted(
+                await self.get_presentation(attempt.client_id, attempt.session_id), None
+            )
+        args = (
+            attempt.client_id,
+            attempt.session_id,
+            attempt.generation,
+            attempt.salt,
+            attempt.at,
+            attempt.at + timedelta(seconds=attempt.idle_ttl),
+            attempt.client_secret_hash,
+        )
+        # A write: never repeated (a second try could misreport a rotation it won).
+        row = await self._run(lambda conn: conn.fetchrow(_ATTEMPT, *args))
+        read = rows.presentation_from(row, from_db)
+        if row is None or row["m_id"] is None:
+            return Attempted(read, None)
+        return Attempted(read, rows.session_from(row, from_db, "m_"))
 
     async def advance_generation(
         self,

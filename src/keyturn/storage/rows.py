@@ -198,24 +198,29 @@ def session_values(session: Session, to_db: ToDb) -> tuple[Any, ...]:
     )
 
 
-def session_from(row: Row, from_db: FromDb) -> Session:
+def session_from(row: Row, from_db: FromDb, prefix: str = "") -> Session:
+    p = prefix
     return Session(
-        id=SessionId(row["id"]),
-        user_id=UserId(row["user_id"]),
-        client_id=ClientId(row["client_id"]),
-        scope=frozenset(row["scope"].split()),
-        salt=bytes(row["salt"]),
-        generation=int(row["generation"]),
-        mac_key_id=int(row["mac_key_id"]),
-        created_at=from_db(row["created_at"]),
-        authenticated_at=_opt_from(row["authenticated_at"], from_db),
-        last_used_at=from_db(row["last_used_at"]),
-        rotated_at=_opt_from(row["rotated_at"], from_db),
-        idle_expires_at=from_db(row["idle_expires_at"]),
-        absolute_expires_at=from_db(row["absolute_expires_at"]),
-        revoked_at=_opt_from(row["revoked_at"], from_db),
-        revoked_reason=RevocationReason(row["revoked_reason"]) if row["revoked_reason"] else None,
-        device=Device(user_agent=row["user_agent"], ip=row["ip"], name=row["device_name"]),
+        id=SessionId(row[p + "id"]),
+        user_id=UserId(row[p + "user_id"]),
+        client_id=ClientId(row[p + "client_id"]),
+        scope=frozenset(row[p + "scope"].split()),
+        salt=bytes(row[p + "salt"]),
+        generation=int(row[p + "generation"]),
+        mac_key_id=int(row[p + "mac_key_id"]),
+        created_at=from_db(row[p + "created_at"]),
+        authenticated_at=_opt_from(row[p + "authenticated_at"], from_db),
+        last_used_at=from_db(row[p + "last_used_at"]),
+        rotated_at=_opt_from(row[p + "rotated_at"], from_db),
+        idle_expires_at=from_db(row[p + "idle_expires_at"]),
+        absolute_expires_at=from_db(row[p + "absolute_expires_at"]),
+        revoked_at=_opt_from(row[p + "revoked_at"], from_db),
+        revoked_reason=RevocationReason(row[p + "revoked_reason"])
+        if row[p + "revoked_reason"]
+        else None,
+        device=Device(
+            user_agent=row[p + "user_agent"], ip=row[p + "ip"], name=row[p + "device_name"]
+        ),
     )
 
 

@@ -32,14 +32,17 @@ from keyturn.core.audit import RecordedEvent, SecurityEvent
 from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
+    Attempted,
     AuthorizationCode,
     Client,
     Presentation,
     RevocationReason,
+    RotationAttempt,
     Session,
     StoredKey,
     User,
 )
+from keyturn.core.rotation import attempt_holds, attempted_session
 from keyturn.storage import rows
 
 T = TypeVar("T")
@@ -379,6 +382,36 @@ class SqliteStore:
         return rows.presentation_from(
             await self._one(_PRESENTATION, client_id, session_id), from_db
         )
+
+    async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
+        if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
+            return Attempted(
+                await self.get_presentation(attempt.client_id, attempt.session_id), None
+            )
+
+        def work(db: sqlite3.Connection) -> Attempted:
+            # Read and write in one IMMEDIATE transaction: no other writer can come
+            # between, so the rules' own guard, in Python, decides on what is current.
+            row = db.execute(_PRESENTATION, (attempt.client_id, attempt.session_id)).fetchone()
+            read = rows.presentation_from(row, from_db)
+            if not attempt_holds(attempt, read.client, read.session, read.user):
+                return Attempted(read, None)
+            assert read.session is not None  # noqa: S101 - attempt_holds saw it
+            rotated = attempted_session(attempt, read.session)
+            db.execute(
+                "UPDATE sessions SET generation = ?, rotated_at = ?, last_used_at = ?, "
+                "idle_expires_at = ? WHERE id = ?",
+                (
+                    rotated.generation,
+                    to_db(attempt.at),
+                    to_db(attempt.at),
+                    to_db(rotated.idle_expires_at),
+                    attempt.session_id,
+                ),
+            )
+            return Attempted(read, rotated)
+
+        return await self._write(work, hot=True)
 
     async def advance_generation(
         self,

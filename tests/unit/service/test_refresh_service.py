@@ -24,7 +24,7 @@ from keyturn.core.models import Client, ClientType, GrantType, RevocationReason,
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
-from support.engine import PASSWORD, FakeClock, engine_with, seed
+from support.engine import PASSWORD, FakeClock, count_calls, engine_with, seed
 
 
 @dataclass
@@ -150,15 +150,7 @@ async def test_rt09_flipped_character_is_refused_without_touching_the_store(
     first = await world.login()
     token = first.refresh_token or ""
     flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
-    calls: list[str] = []
-    store = world.engine.store
-    original = store.get_session_with_user
-
-    async def counting(session_id: str) -> object:
-        calls.append(session_id)
-        return await original(session_id)  # type: ignore[arg-type]
-
-    store.get_session_with_user = counting  # type: ignore[method-assign, assignment]
+    calls = count_calls(world.engine.store)
     # The control: the genuine token does reach the store.
     await world.refresh(token)
     assert len(calls) == 1
