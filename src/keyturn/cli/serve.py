@@ -16,6 +16,7 @@ from keyturn.observability.logs import configure_logging
 from keyturn.observability.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from keyturn.service.demo import DemoSetup, origin_of, set_up_demo
 from keyturn.settings import Settings
+from keyturn.web.http_protocol import OneWriteHttpToolsProtocol
 from keyturn.wiring import SystemClock, SystemRandomness, migrate, open_engine
 
 APP = "keyturn.web.app:app_from_environment"
@@ -69,6 +70,8 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) ->
             log_config=None,
             proxy_headers=False,
             server_header=False,
+            # httptools, writing each response in one piece rather than two.
+            http=OneWriteHttpToolsProtocol,
         )
     finally:
         remove_multiprocess_dir(metrics_dir)
