@@ -173,8 +173,8 @@ def ceiling(levels: list[int], seconds: float, warmup: float, quiet: float) -> l
 
 def floor(levels: list[int], seconds: float, warmup: float, quiet: float) -> list[dict[str, Any]]:
     """The floor of a rotation on keyturn's stack (`bench.load.trivial` kinds
-    `floor-sqlite` and `floor-postgres`: one primary-key read and one compare-and-swap
-    commit behind a Starlette route, one uvicorn worker), driven like the real systems."""
+    `floor-sqlite` and `floor-postgres`: a rotation's database work, done as keyturn does
+    it, behind a Starlette route, one uvicorn worker), driven like the real systems."""
     rows: list[dict[str, Any]] = []
     tokens = [f"kt_rt_start{i}" for i in range(4 * max(levels))]
     for store in ("sqlite", "postgres"):

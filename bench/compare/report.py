@@ -213,11 +213,13 @@ def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> lis
         "",
         "What the stack keyturn is built on reaches before keyturn does anything of its "
         "own: `python -m bench.load.trivial --kind floor-sqlite|floor-postgres`, one "
-        "uvicorn worker and a Starlette route that reads the request body, reads one row "
-        "by primary key and commits one compare-and-swap `UPDATE` (SQLite in WAL mode "
-        "with `synchronous=NORMAL`; PostgreSQL through an asyncpg pool), then answers a "
-        "fixed JSON body: no form parsing, token decoding, MAC, rules, signing, audit, "
-        "logs or metrics. "
+        "uvicorn worker (with keyturn's one-write protocol) and a Starlette route that "
+        "reads the request body and does a rotation's database work as keyturn does it "
+        "(SQLite in WAL mode with `synchronous=NORMAL`: a primary-key read, then a "
+        "compare-and-swap `UPDATE`; PostgreSQL through an asyncpg pool: one statement "
+        "that reads the row and advances it only if it is still at the generation read), "
+        "then answers a fixed JSON body: no form parsing, token decoding, MAC, rules, "
+        "signing, audit, logs or metrics. "
         "keyturn's figure is its own line above at the same store, one worker and "
         "concurrency; the ratio is how far keyturn is from that floor.",
         "",

@@ -15,5 +15,7 @@ def request_context(request: Request) -> RequestContext:
     ip = request.client.host if request.client else None
     agent = request.headers.get("user-agent")
     if agent is not None:
-        agent = "".join(c for c in agent[:MAX_USER_AGENT] if c.isprintable())
+        agent = agent[:MAX_USER_AGENT]
+        if not agent.isprintable():  # the usual agent is kept as it is, without a scan
+            agent = "".join(c for c in agent if c.isprintable())
     return RequestContext(device=Device(user_agent=agent, ip=ip))
