@@ -1,8 +1,8 @@
 """`Store.attempt_rotation`, the rotation in one round trip, on every backend.
 
 Its guard is written three times: in Python (`keyturn.core.rotation.attempt_holds`,
-which asks the rules themselves), and as SQL in the PostgreSQL adapter (SQLite and the
-memory store call the Python guard inside their transaction). Hypothesis draws every
+which asks the rules themselves, and which the memory store calls), and as SQL in the
+SQLite and the PostgreSQL adapters. Hypothesis draws every
 kind of state a presentation can meet (a disabled or re-keyed user, a revoked or
 expired session, an older or newer generation, another client, a wrong salt or secret,
 deadlines exactly now) and each store must write exactly when the rules would rotate,

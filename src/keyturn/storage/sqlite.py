@@ -42,7 +42,6 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
-from keyturn.core.rotation import attempt_holds, attempted_session
 from keyturn.storage import rows
 
 T = TypeVar("T")
@@ -80,6 +79,24 @@ _UPSERT_KEY = (
     + ", ".join(f"{c} = excluded.{c}" for c in rows.KEY_COLUMNS if c != "kid")
 )
 _PRESENTATION = rows.PRESENTATION.format(client="?1", session="?2")
+
+# The compare-and-swap of `attempt_rotation`, guarded by exactly the state on which the
+# rules rotate (`keyturn.core.rotation.attempt_holds`, to which a property test holds
+# it), checked by the statement itself on the state it writes. ?1 generation,
+# ?2 session, ?3 client, ?4 salt, ?5 at, ?6 at + idle ttl, ?7 the authenticated
+# client's secret hash. Times are integer microseconds.
+_ATTEMPT = """
+UPDATE sessions
+SET generation = ?1 + 1, rotated_at = ?5, last_used_at = ?5,
+    idle_expires_at = MIN(?6, absolute_expires_at)
+WHERE id = ?2 AND generation = ?1 AND salt = ?4 AND client_id = ?3
+  AND revoked_at IS NULL AND ?5 < absolute_expires_at AND ?5 < idle_expires_at
+  AND EXISTS (
+    SELECT 1 FROM users u WHERE u.id = sessions.user_id AND u.enabled
+      AND u.password_changed_at <= COALESCE(sessions.authenticated_at, sessions.created_at))
+  AND EXISTS (SELECT 1 FROM clients c WHERE c.id = ?3 AND c.enabled AND c.secret_hash IS ?7)
+RETURNING *
+"""
 _REVOKE_LIVE = (
     "UPDATE sessions SET revoked_at = ?, revoked_reason = ? "
     "WHERE revoked_at IS NULL AND {where} RETURNING id"
@@ -384,34 +401,27 @@ class SqliteStore:
         )
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
-        if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
-            return Attempted(
-                await self.get_presentation(attempt.client_id, attempt.session_id), None
-            )
+        read = await self.get_presentation(attempt.client_id, attempt.session_id)
+        if read.session is None or not rows.storable(attempt.client_id):
+            return Attempted(read, None)
+        args = (
+            attempt.generation,
+            attempt.session_id,
+            attempt.client_id,
+            attempt.salt,
+            to_db(attempt.at),
+            to_db(attempt.at + timedelta(seconds=attempt.idle_ttl)),
+            attempt.client_secret_hash,
+        )
 
-        def work(db: sqlite3.Connection) -> Attempted:
-            # Read and write in one IMMEDIATE transaction: no other writer can come
-            # between, so the rules' own guard, in Python, decides on what is current.
-            row = db.execute(_PRESENTATION, (attempt.client_id, attempt.session_id)).fetchone()
-            read = rows.presentation_from(row, from_db)
-            if not attempt_holds(attempt, read.client, read.session, read.user):
-                return Attempted(read, None)
-            assert read.session is not None  # noqa: S101 - attempt_holds saw it
-            rotated = attempted_session(attempt, read.session)
-            db.execute(
-                "UPDATE sessions SET generation = ?, rotated_at = ?, last_used_at = ?, "
-                "idle_expires_at = ? WHERE id = ?",
-                (
-                    rotated.generation,
-                    to_db(attempt.at),
-                    to_db(attempt.at),
-                    to_db(rotated.idle_expires_at),
-                    attempt.session_id,
-                ),
-            )
-            return Attempted(read, rotated)
+        def work(db: sqlite3.Connection) -> sqlite3.Row | None:
+            moved: sqlite3.Row | None = db.execute(_ATTEMPT, args).fetchone()
+            return moved
 
-        return await self._write(work, hot=True)
+        # The read takes no lock (WAL); the guarded write is one statement, so the
+        # write lock is held for that statement only, as for `advance_generation`.
+        moved = await self._write(work, hot=True, one_statement=True)
+        return Attempted(read, rows.session_from(moved, from_db) if moved else None)
 
     async def advance_generation(
         self,
