@@ -42,9 +42,14 @@ def test_a_library_call_counts_for_what_keyturn_called_it_for() -> None:
     assert categorise(answered) == "keyturn HTTP layer (form, client auth, response)"
     assert categorise(signed) == "access-token signing (ES256, joserfc)"
     assert categorise(stored) == "database: driver, queries, commit"
-    assert categorise([ROOT, "data_received (httptools_impl.py:120)"]) == (
-        "HTTP server (uvicorn, httptools parsing)"
-    )
+    server = "HTTP server (uvicorn, httptools parsing, the response's socket write)"
+    assert categorise([ROOT, "data_received (httptools_impl.py:120)"]) == server
+    written = [
+        ROOT,
+        "send (uvicorn/protocols/http/httptools_impl.py:524)",
+        "write (keyturn/web/http_protocol.py:44)",
+    ]
+    assert categorise(written) == server
     assert categorise(["<module> (x.py:1)"]) == OTHER
 
 

@@ -144,14 +144,13 @@ class Refresher:
     async def _issue_rotated(self, rotated: Session, client: Client) -> IssuedTokens:
         """The tokens of a rotation the store committed: the successor's refresh token,
         an access token of the session's scope (no narrower scope was asked for)."""
+        return await self._issue(rotated, client, rotated.generation, rotated.scope)
+
+    async def _issue(
+        self, session: Session, client: Client, generation: int, scope: Scope
+    ) -> IssuedTokens:
         return await issue_for_session(
-            self._tokens,
-            self._clock,
-            self._config,
-            rotated,
-            client,
-            rotated.generation,
-            rotated.scope,
+            self._tokens, self._clock, self._config, session, client, generation, scope
         )
 
     async def _rotate(
@@ -188,9 +187,7 @@ class Refresher:
                     await self._revoke(session, reason, claims.generation, context)
                     raise InvalidGrant(detail=reason.value)
                 case Replay(generation=generation, scope=scope):
-                    return await issue_for_session(
-                        self._tokens, self._clock, self._config, session, client, generation, scope
-                    )
+                    return await self._issue(session, client, generation, scope)
                 case Rotate() as rotate:
                     advanced = await self._store.advance_generation(
                         session.id, rotate.from_generation, now, rotate.idle_expires_at
@@ -198,14 +195,8 @@ class Refresher:
                     if advanced:
                         # Committed: only now may the successor leave this process.
                         rotated = _rotated(session, rotate, now)
-                        return await issue_for_session(
-                            self._tokens,
-                            self._clock,
-                            self._config,
-                            rotated,
-                            client,
-                            rotate.to_generation,
-                            rotate.scope,
+                        return await self._issue(
+                            rotated, client, rotate.to_generation, rotate.scope
                         )
                     # Lost the race: re-read; this presentation is now a replay.
                 case _:
