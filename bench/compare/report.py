@@ -32,9 +32,10 @@ CPU is not in it); with several processes, each one's share follows, busiest fir
 SYSTEMS = [
     (
         "keyturn",
-        "decode and MAC-check the token, one read (session and user), one compare-and-swap "
-        "commit, sign an ES256 JWT access token, derive the successor (nothing is stored "
-        "per token)",
+        "decode and MAC-check the token; read the client, the session and its user and "
+        "advance the session if the rules rotate it, committed (one statement on "
+        "PostgreSQL; a lock-free read and one guarded `UPDATE` on SQLite); sign an ES256 "
+        "JWT access token; derive the successor (nothing is stored per token)",
         "`python -m keyturn serve --workers W` (uvicorn); grace window 10 s; reuse ends the "
         "session; token rate limit raised to 10⁸/min; sessions preloaded in bulk "
         "(`bench.engine.preload`)",

@@ -116,8 +116,9 @@ def section(
             "## Engine (no HTTP)",
             "",
             "C callers rotate their own refresh-token chains through `Refresher.refresh` "
-            "and the store: decode and check the token, read the session and its user, "
-            "compare-and-swap the generation (committed), sign an ES256 access token, "
+            "and the store: decode and check the token, read the client, the session and "
+            "its user and advance the generation if the rules rotate it (one store "
+            "operation, committed), sign an ES256 access token, "
             "derive the successor. Every answer is checked. The sessions rotated are drawn "
             "at random from the preloaded live sessions (four per user), so every lookup "
             "goes through a large table and index. The callers are asyncio tasks split "

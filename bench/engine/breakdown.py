@@ -44,7 +44,10 @@ CHAINS = 500
 ALGORITHMS = ("ES256", "EdDSA", "RS256")
 
 DECODE = "refresh-token decode (checksum, HMAC)"
-STORE = "store: read client, session and user, and compare-and-swap, one statement, committed"
+STORE = (
+    "store: read client, session and user, guarded compare-and-swap, committed "
+    "(one statement on PostgreSQL)"
+)
 SIGN = "access-token signing"
 ENCODE = "refresh-token encode"
 ELSE = "everything else"
@@ -290,9 +293,10 @@ def section(facts: dict[str, str], figures: dict[str, dict[str, Any]], count: in
                 steps,
             ),
             "",
-            "A rotation is one statement: it reads the client, the session and its user, "
-            "and advances the session only if what it read is what the rules rotate "
-            "(`Store.attempt_rotation`). The read alone joins the session and its user; "
+            "A rotation is one store operation (`Store.attempt_rotation`): it reads the "
+            "client, the session and its user, and advances the session only if it is "
+            "what the rules rotate, in one statement on PostgreSQL, a lock-free read then "
+            "one guarded `UPDATE` on SQLite. The read alone joins the session and its user; "
             "as two queries "
             f"(`get_session`, then `get_user`) it would take "
             f"{sq['read_two_queries_median_us']:,.0f} µs on SQLite and "
