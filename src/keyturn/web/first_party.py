@@ -35,7 +35,7 @@ CSRF_HEADER = "x-keyturn-csrf"
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    if request.url.query:
+    if request.scope.get("query_string"):
         raise InvalidRequest("Send the parameters in the JSON body, not the URL.")
     body = await read_limited(request.stream(), request.headers.get("content-length"))
     return parse_json_object(request.headers.get("content-type"), body)

@@ -17,7 +17,7 @@ from keyturn.wiring import Engine
 
 
 async def _authenticated(request: Request, engine: Engine) -> tuple[Client, str]:
-    if request.url.query:
+    if request.scope.get("query_string"):
         raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
     body = await read_limited(request.stream(), request.headers.get("content-length"))
     form = parse_form(request.headers.get("content-type"), body)

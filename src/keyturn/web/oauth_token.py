@@ -18,7 +18,7 @@ from keyturn.wiring import Engine
 async def token(request: Request, engine: Engine) -> Response:
     # OAuth 2.1 §2.4.1: credentials "MUST NOT be included in the request URI"; RFC 6749
     # §3.2: parameters travel in the form body. A query string is refused outright.
-    if request.url.query:
+    if request.scope.get("query_string"):
         raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
     body = await read_limited(request.stream(), request.headers.get("content-length"))
     form = parse_form(request.headers.get("content-type"), body)
