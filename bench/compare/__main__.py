@@ -13,9 +13,9 @@ PostgreSQL's single-row commit rate and the floor of a rotation on keyturn's sta
 (`bench.compare.limits`). Writes
 `OUT/compare-<date>.json`; unless `--quick` or `--docs ''`, the `compare` section of
 docs/benchmarks.md and its plots under docs/img/. A full run ends with the profile of
-the server under load (`bench.compare.profile`) and the cost breakdown of one rotation
-(`bench.engine.breakdown`), each writing its own JSON and section (`--no-profile` skips
-them).
+the server under load (`bench.compare.profile`), the cost breakdown of one rotation
+(`bench.engine.breakdown`) and what the web layer costs it (`bench.engine.web`), each
+writing its own JSON and section (`--no-profile` skips them).
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-profile",
         action="store_true",
-        help="skip the server profile (bench.compare.profile) and the cost breakdown "
-        "(bench.engine.breakdown) that a full run ends with",
+        help="skip the server profile (bench.compare.profile), the cost breakdown "
+        "(bench.engine.breakdown) and the web layer's cost (bench.engine.web) that a full "
+        "run ends with",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: keyturn, SQLite, 16")
     args = parser.parse_args(argv)
@@ -264,6 +265,10 @@ def main(argv: list[str]) -> int:
         profile.main(["--docs", args.docs])
         # It writes to docs/benchmarks.md only; elsewhere it prints.
         breakdown.main([] if Path(args.docs) == DOC else ["--no-write"])
+        # A process of its own: it sets up prometheus-client's multiprocess mode, which
+        # must come before prometheus-client is first imported.
+        web = [sys.executable, "-m", "bench.engine.web"]
+        subprocess.run(web if Path(args.docs) == DOC else [*web, "--no-write"], check=True)
     errors = sum(sum(r["errors"].values()) for r in rows)
     return 1 if failures or (args.quick and errors) else 0
 
