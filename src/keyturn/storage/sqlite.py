@@ -402,7 +402,7 @@ class SqliteStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         read = await self.get_presentation(attempt.client_id, attempt.session_id)
-        if read.session is None or not rows.storable(attempt.client_id):
+        if read.session is None:  # unknown (or unstorable) client or session: no write
             return Attempted(read, None)
         args = (
             attempt.generation,
