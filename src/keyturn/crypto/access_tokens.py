@@ -13,9 +13,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from keyturn.core.errors import SigningUnavailable
-from keyturn.crypto.keys import JoseKey, KeyRing
+from keyturn.crypto.keys import ACCESS_TOKEN_TYP, JoseKey, KeyRing
 
-TYP = "at+jwt"
+TYP = ACCESS_TOKEN_TYP
 
 
 def mint(
@@ -51,8 +51,7 @@ def mint(
     }
     if session_id is not None:
         claims["sid"] = session_id
-    header = {"typ": TYP, "alg": signing.alg, "kid": signing.kid}
-    return jwt.encode(header, claims, signing.key, algorithms=[signing.alg])
+    return signing.signer.sign(claims)
 
 
 class InvalidAccessToken(Exception):

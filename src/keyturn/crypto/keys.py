@@ -20,12 +20,16 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from keyturn.core.ids import KeyId
 from keyturn.core.models import KeyState, KeyUse, StoredKey
 from keyturn.core.ports import Randomness
+from keyturn.crypto.compact_jws import CompactSigner
 from keyturn.crypto.sealing import Sealer
 
 SIGNING_ALGS = ("ES256", "EdDSA", "RS256")
 """Asymmetric only: HS256 is never offered for access tokens (RFC 8725 §3.1)."""
 
 JoseKey = ECKey | OKPKey | RSAKey
+
+ACCESS_TOKEN_TYP = "at+jwt"
+"""The `typ` of every token a signing key signs (RFC 9068 §2.1)."""
 
 # RFC 9864 names the EdDSA curves in the algorithm ("Ed25519"); resource-server
 # libraries still expect "EdDSA", which keyturn keeps publishing for them.
@@ -34,9 +38,13 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
+    """The active signing key: `key` for joserfc, `signer` signing access tokens under
+    the header `{"typ": "at+jwt", "alg": alg, "kid": kid}`."""
+
     kid: KeyId
     alg: str
     key: JoseKey
+    signer: CompactSigner
 
 
 def _private_key(
@@ -124,7 +132,10 @@ class KeyRing:
         if active_signing:
             chosen = active_signing[0]
             pem = sealer.unseal(chosen.encrypted_private, chosen.kid)
-            self.signing = SigningKey(chosen.kid, chosen.alg, _import(chosen.alg, pem))
+            header = {"typ": ACCESS_TOKEN_TYP, "alg": chosen.alg, "kid": chosen.kid}
+            self.signing = SigningKey(
+                chosen.kid, chosen.alg, _import(chosen.alg, pem), CompactSigner(header, pem)
+            )
         active_mac = [
             k for k in newest_first if k.use is KeyUse.REFRESH_MAC and k.state is KeyState.ACTIVE
         ]
