@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,14 +22,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyturn.observability.logs import RequestFields, bind_request, unbind_request
+from keyturn.observability.logs import AccessLog, RequestFields, bind_request, unbind_request
 from keyturn.observability.metrics import UNMATCHED_ROUTE, Metrics, method_label
-from keyturn.observability.redaction import ACCESS_LOGGER
 from keyturn.web.errors import NO_STORE
 from keyturn.web.responses import plain_error
 from keyturn.wiring import Engine
-
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -52,6 +48,7 @@ class ObservedRequests:
         self._app = app
         self._routes = routes
         self._metrics = metrics
+        self._access = AccessLog()
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # Paths without parameters are their own template: a dict lookup, not a scan.
         self._fixed = {r.path: r.path for r in routes if isinstance(r, Route) and "{" not in r.path}
@@ -90,18 +87,7 @@ class ObservedRequests:
             counter.inc()
             histogram.observe(elapsed)
             client = scope.get("client")
-            access_log.info(
-                "%s %s %d %.1fms",
-                fields.method,
-                fields.route,
-                status,
-                elapsed * 1000,
-                extra={
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 1),
-                    "client_ip": client[0] if client else None,
-                },
-            )
+            self._access.write(fields, status, elapsed, client[0] if client else None)
 
         async def send_observed(message: Message) -> None:
             nonlocal status
