@@ -209,13 +209,9 @@ class RotationAttempt:
     """Seconds a rotation pushes the idle deadline (the client's rotation policy)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempted:
-    """What `attempt_rotation` did: the presentation as read before it wrote, and the
-    session as it committed it (`None`: nothing was written)."""
-
-    presentation: Presentation
-    rotated: Session | None
+Attempted = Session | Presentation
+"""What `attempt_rotation` did: the `Session` as it committed it, or, when nothing was
+written, the `Presentation` as it read it."""
 
 
 @dataclass(frozen=True, slots=True)

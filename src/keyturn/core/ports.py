@@ -233,9 +233,10 @@ class Store(
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         """Read the presentation of `attempt` and, in the same atomic operation, advance
         its session if and only if `keyturn.core.rotation.attempt_holds` is true of what
-        was read: the hot path of a rotation in one round trip. The presentation returned
-        is as read before the write. When nothing was written, the caller decides on it
-        as on `get_presentation`'s, and a rotation it then decides on goes through
+        was read: the hot path of a rotation in one round trip. When it wrote, it returns
+        the session as committed (and no presentation: the caller needs none). When
+        nothing was written, it returns the presentation as read; the caller decides on
+        it as on `get_presentation`'s, and a rotation it then decides on goes through
         `advance_generation` (the state may have moved since: a concurrent rotation)."""
         ...
 

@@ -153,7 +153,7 @@ class ObservedStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         attempted = await self._store.attempt_rotation(attempt)
-        if attempted.rotated is not None:
+        if isinstance(attempted, Session):
             await self._rotated(attempt.session_id)
         return attempted
 

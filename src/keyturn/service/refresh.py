@@ -84,9 +84,9 @@ class Refresher:
         loaded = None
         if requested_scope is None:
             attempted = await self._attempt(claims, client)
-            if attempted.rotated is not None:
-                return await self._issue_rotated(attempted.rotated, client)
-            loaded = _loaded(attempted.presentation)
+            if isinstance(attempted, Session):
+                return await self._issue_rotated(attempted, client)
+            loaded = _loaded(attempted)
         return await self._rotate(claims, client, loaded, requested_scope, context)
 
     async def refresh_for(
@@ -115,9 +115,9 @@ class Refresher:
             client = await self._clients.check(credentials, known)
             _may_refresh(client)
             attempted = await self._attempt(claims, client)
-            if attempted.rotated is not None:
-                return await self._issue_rotated(attempted.rotated, client)
-            read = attempted.presentation
+            if isinstance(attempted, Session):
+                return await self._issue_rotated(attempted, client)
+            read = attempted
         else:
             read = await self._store.get_presentation(
                 ClientId(credentials.client_id), claims.session_id

@@ -158,11 +158,11 @@ class MemoryStore:
         async with self._lock:
             read = await self.get_presentation(attempt.client_id, attempt.session_id)
             if not attempt_holds(attempt, read.client, read.session, read.user):
-                return Attempted(read, rotated=None)
+                return read
             assert read.session is not None  # noqa: S101 - attempt_holds saw it
             rotated = attempted_session(attempt, read.session)
             self._sessions[attempt.session_id] = rotated
-            return Attempted(read, rotated)
+            return rotated
 
     async def advance_generation(
         self,

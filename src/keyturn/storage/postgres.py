@@ -623,9 +623,7 @@ class PostgresStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
-            return Attempted(
-                await self.get_presentation(attempt.client_id, attempt.session_id), None
-            )
+            return await self.get_presentation(attempt.client_id, attempt.session_id)
         args = (
             attempt.client_id,
             attempt.session_id,
@@ -637,10 +635,9 @@ class PostgresStore:
         )
         # A write: never repeated (a second try could misreport a rotation it won).
         row = await self._run(lambda conn: conn.fetchrow(_ATTEMPT, *args))
-        read = rows.presentation_from(row, from_db)
         if row is None or row["m_id"] is None:
-            return Attempted(read, None)
-        return Attempted(read, rows.session_from(row, from_db, "m_"))
+            return rows.presentation_from(row, from_db)
+        return rows.session_from(row, from_db, "m_")  # only what was written is parsed
 
     async def advance_generation(
         self,

@@ -403,7 +403,7 @@ class SqliteStore:
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         read = await self.get_presentation(attempt.client_id, attempt.session_id)
         if read.session is None:  # unknown (or unstorable) client or session: no write
-            return Attempted(read, None)
+            return read
         args = (
             attempt.generation,
             attempt.session_id,
@@ -421,7 +421,7 @@ class SqliteStore:
         # The read takes no lock (WAL); the guarded write is one statement, so the
         # write lock is held for that statement only, as for `advance_generation`.
         moved = await self._write(work, hot=True, one_statement=True)
-        return Attempted(read, rows.session_from(moved, from_db) if moved else None)
+        return read if moved is None else rows.session_from(moved, from_db)
 
     async def advance_generation(
         self,
