@@ -62,10 +62,11 @@ Rotate = Callable[[str], Awaitable[str]]
 def _asgi_rotation(app: Any) -> Rotate:
     """Rotate `token` through the ASGI application `app`; the successor."""
 
+    form = urlencode({"grant_type": "refresh_token", "client_id": CLIENT}).encode()
+
     async def rotate(token: str) -> str:
-        body = urlencode(
-            {"grant_type": "refresh_token", "refresh_token": token, "client_id": CLIENT}
-        ).encode()
+        # A refresh token is URL-safe text (`kt_rt_` and base64url): nothing to escape.
+        body = form + b"&refresh_token=" + token.encode()
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},

@@ -29,6 +29,8 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     """The media type (lower case) and its parameters; empty for a missing header."""
     if not content_type:
         return "", {}
+    if content_type == FORM:  # what nearly every client sends, as it is
+        return FORM, {}
     head, *rest = content_type.split(";")
     params: dict[str, str] = {}
     for part in rest:

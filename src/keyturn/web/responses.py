@@ -11,6 +11,22 @@ from keyturn.core.errors import KeyturnError
 from keyturn.service.results import IssuedTokens
 from keyturn.web.errors import NO_STORE, error_body, to_response
 
+_JSON_NO_STORE: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"application/json"),
+    *((name.lower().encode(), value.encode()) for name, value in NO_STORE.items()),
+)
+
+
+class _Prepared(Response):
+    """A response whose header block is known in advance: the hot path's token answer
+    skips encoding the same headers on every request."""
+
+    def __init__(self, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -31,7 +47,7 @@ def token_response(issued: IssuedTokens, *, include_refresh_token: bool = True) 
     }
     if include_refresh_token and issued.refresh_token is not None:
         body["refresh_token"] = issued.refresh_token
-    return json_response(body, headers=dict(NO_STORE))
+    return _Prepared(json.dumps(body, separators=(",", ":")).encode(), _JSON_NO_STORE)
 
 
 def error_response(error: KeyturnError, *, basic_auth_used: bool = False) -> Response:
