@@ -30,7 +30,10 @@ from bench.load.drive import line, run_load
 
 # (category, substrings of a py-spy frame `function (path:line)`), most specific first.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("access-token signing (ES256, joserfc)", ("joserfc/", "keyturn/crypto/jwt")),
+    (
+        "access-token signing (ES256)",
+        ("keyturn/crypto/compact_jws", "keyturn/crypto/access_tokens", "joserfc/"),
+    ),
     ("refresh-token decode and encode (HMAC)", ("keyturn/crypto/refresh_codec",)),
     (
         "logs and metrics",

@@ -29,7 +29,7 @@ def test_a_library_call_counts_for_what_keyturn_called_it_for() -> None:
         MIDDLEWARE,
         ROUTE,
         "issue_for_session (keyturn/service/issuing.py:18)",
-        "sign (joserfc/jws.py:80)",
+        "sign_es256 (keyturn/crypto/compact_jws.py:53)",
     ]
     stored = [
         ROOT,
@@ -40,7 +40,7 @@ def test_a_library_call_counts_for_what_keyturn_called_it_for() -> None:
     ]
     assert categorise(logged) == "logs and metrics"
     assert categorise(answered) == "keyturn HTTP layer (form, client auth, response)"
-    assert categorise(signed) == "access-token signing (ES256, joserfc)"
+    assert categorise(signed) == "access-token signing (ES256)"
     assert categorise(stored) == "database: driver, queries, commit"
     server = "HTTP server (uvicorn, httptools parsing, the response's socket write)"
     assert categorise([ROOT, "data_received (httptools_impl.py:120)"]) == server
@@ -56,17 +56,17 @@ def test_a_library_call_counts_for_what_keyturn_called_it_for() -> None:
 def test_a_collapsed_file_is_summed_per_part_and_per_leaf() -> None:
     text = "\n".join(
         [
-            f"{ROOT};{MIDDLEWARE};{ROUTE};sign (joserfc/jws.py:80) 30",
-            f"{ROOT};{MIDDLEWARE};{ROUTE};sign (joserfc/jws.py:80) 10",
+            f"{ROOT};{MIDDLEWARE};{ROUTE};sign_es256 (keyturn/crypto/compact_jws.py:53) 30",
+            f"{ROOT};{MIDDLEWARE};{ROUTE};sign_es256 (keyturn/crypto/compact_jws.py:53) 10",
             f"{ROOT};{MIDDLEWARE} 60",
             "",
         ]
     )
     parts, leaves, total = summarise(text)
     assert total == 100
-    assert parts["access-token signing (ES256, joserfc)"] == 40
+    assert parts["access-token signing (ES256)"] == 40
     assert parts["logs and metrics"] == 60
-    assert leaves["sign (joserfc/jws.py)"] == 40
+    assert leaves["sign_es256 (crypto/compact_jws.py)"] == 40
 
 
 def test_the_process_root_of_a_subprocess_profile_is_not_a_frame() -> None:
