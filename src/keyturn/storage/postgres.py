@@ -170,7 +170,17 @@ WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 # and goes the two-step way. The session as committed comes back prefixed `m_`.
 # $1 client, $2 session, $3 generation, $4 salt, $5 at, $6 at + idle ttl, $7 the
 # authenticated client's secret hash.
+# When the UPDATE wrote, the caller needs only the session it committed: the columns
+# read before it come back NULL, so neither side encodes or decodes them for nothing.
 _MOVED_AS = ", ".join(f"s.{c} AS m_{c}" for c in rows.SESSION_COLUMNS)
+_PRE_COLUMNS = (
+    *(f"c_{c}" for c in rows.CLIENT_COLUMNS),
+    *rows.SESSION_COLUMNS,
+    *(f"u_{c}" for c in rows.USER_COLUMNS),
+)
+_PRE_UNLESS_MOVED = ", ".join(
+    f"CASE WHEN moved.m_id IS NULL THEN pre.{c} END AS {c}" for c in _PRE_COLUMNS
+)
 _ATTEMPT = f"""
 WITH pre AS ({_PRESENTATION}),
 moved AS (
@@ -185,7 +195,7 @@ moved AS (
       AND c.id = $1 AND c.enabled AND c.secret_hash IS NOT DISTINCT FROM $7
     RETURNING {_MOVED_AS}
 )
-SELECT pre.*, moved.* FROM pre LEFT JOIN moved ON true
+SELECT {_PRE_UNLESS_MOVED}, moved.* FROM pre LEFT JOIN moved ON true
 """  # noqa: S608 - fixed names
 
 _ADD_CODE = _with_event(_insert("authorization_codes", rows.CODE_COLUMNS, _EVENT_ARGS + 1))
