@@ -63,6 +63,7 @@ from keyturn.core.models import (
     User,
 )
 from keyturn.storage import rows
+from keyturn.storage.batching import TurnBatcher
 from keyturn.storage.postgres_errors import connection_lost, may_repeat, translate
 
 if TYPE_CHECKING:
@@ -161,17 +162,19 @@ SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
 
-# The rotation in one round trip (`attempt_rotation`): the presentation as this
-# statement's snapshot saw it, and the compare-and-swap guarded by exactly the state on
-# which the rules rotate (`keyturn.core.rotation.attempt_holds`, to which a property
-# test holds this SQL). Under READ COMMITTED the UPDATE re-checks its guard on the row
-# version it locks: a rotation or revocation committed since the snapshot makes it
-# match nothing, and the caller, finding nothing written, decides on the presentation
-# and goes the two-step way. The session as committed comes back prefixed `m_`.
-# $1 client, $2 session, $3 generation, $4 salt, $5 at, $6 at + idle ttl, $7 the
-# authenticated client's secret hash.
-# When the UPDATE wrote, the caller needs only the session it committed: the columns
-# read before it come back NULL, so neither side encodes or decodes them for nothing.
+# The rotation in one round trip (`attempt_rotation`), for every attempt made in one
+# turn of the event loop at once (`storage.batching`): each attempt's presentation as
+# this statement's snapshot saw it, and the compare-and-swap guarded by exactly the
+# state on which the rules rotate (`keyturn.core.rotation.attempt_holds`, to which a
+# property test holds this SQL). Under READ COMMITTED the UPDATE re-checks its guard on
+# the row version it locks: a rotation or revocation committed since the snapshot
+# makes it match nothing, and the caller, finding nothing written, decides on the
+# presentation and goes the two-step way. Attempts on one session in one batch are
+# concurrent presentations: the UPDATE moves the row once, for one of them (PostgreSQL
+# updates a row at most once per statement), and the others find nothing written, as
+# the losers of a race do. The session as committed comes back prefixed `m_`; when the
+# UPDATE wrote, the columns read before it come back NULL (nothing to encode or decode
+# for nothing). One row per attempt, in order ($1..$7 are arrays, one element each).
 _MOVED_AS = ", ".join(f"s.{c} AS m_{c}" for c in rows.SESSION_COLUMNS)
 _PRE_COLUMNS = (
     *(f"c_{c}" for c in rows.CLIENT_COLUMNS),
@@ -181,22 +184,43 @@ _PRE_COLUMNS = (
 _PRE_UNLESS_MOVED = ", ".join(
     f"CASE WHEN moved.m_id IS NULL THEN pre.{c} END AS {c}" for c in _PRE_COLUMNS
 )
-_ATTEMPT = f"""
-WITH pre AS ({_PRESENTATION}),
+_CLIENT_AS = ", ".join(f"c.{c} AS c_{c}" for c in rows.CLIENT_COLUMNS)
+_USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in rows.USER_COLUMNS)
+_ATTEMPTS = f"""
+WITH attempt AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::int8[], $4::bytea[], $5::timestamptz[],
+        $6::timestamptz[], $7::text[]
+    ) WITH ORDINALITY AS a(client_id, session_id, generation, salt, at, idle_until,
+                           secret_hash, n)
+),
+pre AS (
+    SELECT a.n, {_CLIENT_AS}, s.*, {_USER_AS}
+    FROM attempt a
+    JOIN clients c ON c.id = a.client_id
+    LEFT JOIN sessions s ON s.id = a.session_id
+    LEFT JOIN users u ON u.id = s.user_id
+),
 moved AS (
     UPDATE sessions s
-    SET generation = $3 + 1, rotated_at = $5, last_used_at = $5,
-        idle_expires_at = LEAST($6, s.absolute_expires_at)
-    FROM users u, clients c
-    WHERE s.id = $2 AND s.generation = $3 AND s.salt = $4 AND s.client_id = $1
-      AND s.revoked_at IS NULL AND $5 < s.absolute_expires_at AND $5 < s.idle_expires_at
+    SET generation = a.generation + 1, rotated_at = a.at, last_used_at = a.at,
+        idle_expires_at = LEAST(a.idle_until, s.absolute_expires_at)
+    FROM attempt a, users u, clients c
+    WHERE s.id = a.session_id AND s.generation = a.generation AND s.salt = a.salt
+      AND s.client_id = a.client_id
+      AND s.revoked_at IS NULL AND a.at < s.absolute_expires_at AND a.at < s.idle_expires_at
       AND u.id = s.user_id AND u.enabled
       AND u.password_changed_at <= COALESCE(s.authenticated_at, s.created_at)
-      AND c.id = $1 AND c.enabled AND c.secret_hash IS NOT DISTINCT FROM $7
-    RETURNING {_MOVED_AS}
+      AND c.id = a.client_id AND c.enabled AND c.secret_hash IS NOT DISTINCT FROM a.secret_hash
+    RETURNING a.n AS m_n, {_MOVED_AS}
 )
-SELECT {_PRE_UNLESS_MOVED}, moved.* FROM pre LEFT JOIN moved ON true
+SELECT {_PRE_UNLESS_MOVED}, moved.*
+FROM attempt
+LEFT JOIN pre ON pre.n = attempt.n
+LEFT JOIN moved ON moved.m_n = attempt.n
+ORDER BY attempt.n
 """  # noqa: S608 - fixed names
+_MAX_BATCH = 64
 
 _ADD_CODE = _with_event(_insert("authorization_codes", rows.CODE_COLUMNS, _EVENT_ARGS + 1))
 
@@ -346,6 +370,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._closed = False
+        self._attempts: TurnBatcher[RotationAttempt, asyncpg.Record] = TurnBatcher(
+            self._attempt_all, _MAX_BATCH
+        )
 
     # Plumbing
 
@@ -634,20 +661,27 @@ class PostgresStore:
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
             return await self.get_presentation(attempt.client_id, attempt.session_id)
-        args = (
-            attempt.client_id,
-            attempt.session_id,
-            attempt.generation,
-            attempt.salt,
-            attempt.at,
-            attempt.at + timedelta(seconds=attempt.idle_ttl),
-            attempt.client_secret_hash,
-        )
-        # A write: never repeated (a second try could misreport a rotation it won).
-        row = await self._run(lambda conn: conn.fetchrow(_ATTEMPT, *args))
-        if row is None or row["m_id"] is None:
+        row = await self._attempts.submit(attempt)
+        if row["m_id"] is None:
+            if row["c_id"] is None:  # an unknown client: nothing else was read
+                return Presentation(client=None)
             return rows.presentation_from(row, from_db)
         return rows.session_from(row, from_db, "m_")  # only what was written is parsed
+
+    async def _attempt_all(self, attempts: Sequence[RotationAttempt]) -> list[asyncpg.Record]:
+        """One statement for the attempts of one turn; one row each, in order."""
+        args = (
+            [a.client_id for a in attempts],
+            [a.session_id for a in attempts],
+            [a.generation for a in attempts],
+            [a.salt for a in attempts],
+            [a.at for a in attempts],
+            [a.at + timedelta(seconds=a.idle_ttl) for a in attempts],
+            [a.client_secret_hash for a in attempts],
+        )
+        # A write: never repeated (a second try could misreport a rotation it won).
+        found: list[asyncpg.Record] = await self._run(lambda conn: conn.fetch(_ATTEMPTS, *args))
+        return found
 
     async def advance_generation(
         self,
