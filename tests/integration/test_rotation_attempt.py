@@ -131,7 +131,93 @@ async def test_each_condition_alone_stops_the_write_at_its_boundary(
         await check_attempt(store, state)
 
 
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(drawn=st.lists(states(), min_size=2, max_size=12))
+async def test_attempts_made_together_each_write_exactly_when_the_rules_rotate(
+    store: Store,  # noqa: F811 - the fixture
+    drawn: list[dict[str, object]],
+) -> None:
+    """Attempts made in the same turn of the event loop (one statement on PostgreSQL)
+    answer each as if it had been made alone."""
+    prepared = [await prepare_attempt(store, state) for state in drawn]
+    befores = [await read_before(store, attempt) for attempt, _ in prepared]
+    attempted = await asyncio.gather(*(store.attempt_rotation(a) for a, _ in prepared))
+    for (attempt, live), before, result in zip(prepared, befores, attempted, strict=True):
+        await check_result(store, attempt, live, before, result)
+
+
+async def test_together_on_shared_sessions_each_session_moves_once(
+    store: Store,  # noqa: F811 - the fixture
+) -> None:
+    """Four attempts on each of three sessions, interleaved, in one turn: each session
+    is rotated by exactly one of its four, the others find nothing written."""
+    owner = user()
+    await store.add_user(owner, event(EventType.USER_CREATED))
+    presenting = client()
+    await store.add_client(presenting, event(EventType.CLIENT_CREATED))
+    at = T0 + timedelta(days=2)
+    lives = []
+    for _ in range(3):
+        live = session(
+            owner,
+            presenting,
+            created=at - timedelta(hours=1),
+            generation=1,
+            idle_expires_at=at + timedelta(hours=1),
+            absolute_expires_at=at + timedelta(days=1),
+        )
+        await store.create_session(live, event(EventType.LOGIN_SUCCEEDED))
+        lives.append(live)
+    attempts = [
+        RotationAttempt(
+            session_id=live.id,
+            client_id=presenting.id,
+            client_secret_hash=None,
+            salt=live.salt,
+            generation=1,
+            at=at,
+            idle_ttl=IDLE_TTL,
+        )
+        for _ in range(4)
+        for live in lives
+    ]
+    results = await asyncio.gather(*(store.attempt_rotation(a) for a in attempts))
+    for live in lives:
+        mine = [r for a, r in zip(attempts, results, strict=True) if a.session_id == live.id]
+        moved = [r for r in mine if isinstance(r, Session)]
+        assert len(moved) == 1
+        # The others read the session as it was, or as the one that moved it left it
+        # (a store that runs attempts one after another).
+        assert all(r.session in (live, moved[0]) for r in mine if isinstance(r, Presentation))
+        stored = await store.get_session(live.id)
+        assert stored is not None
+        assert stored.generation == 2
+
+
 async def check_attempt(opened: Store, state: dict[str, object]) -> None:
+    attempt, live = await prepare_attempt(opened, state)
+    before = await read_before(opened, attempt)
+    attempted = await opened.attempt_rotation(attempt)
+    await check_result(opened, attempt, live, before, attempted)
+
+
+async def read_before(
+    opened: Store, attempt: RotationAttempt
+) -> tuple[Presentation, Session | None]:
+    """The presentation and the stored session before the attempt."""
+    presentation = await opened.get_presentation(attempt.client_id, attempt.session_id)
+    return presentation, await opened.get_session(attempt.session_id)
+
+
+async def prepare_attempt(
+    opened: Store, state: dict[str, object]
+) -> tuple[RotationAttempt, Session]:
+    """The clients, user and session `state` describes, stored; the attempt on them."""
     at = T0 + timedelta(days=2)
 
     def moment(offset: object) -> object:
@@ -186,9 +272,18 @@ async def check_attempt(opened: Store, state: dict[str, object]) -> None:
         idle_ttl=IDLE_TTL,
     )
 
-    before = await opened.get_presentation(presenting.id, live.id)
-    stored_before = await opened.get_session(live.id)
-    attempted = await opened.attempt_rotation(attempt)
+    return attempt, live
+
+
+async def check_result(
+    opened: Store,
+    attempt: RotationAttempt,
+    live: Session,
+    read: tuple[Presentation, Session | None],
+    attempted: Presentation | Session,
+) -> None:
+    before, stored_before = read
+    at = attempt.at
     after = await opened.get_session(live.id)
 
     expected = attempt_holds(attempt, before.client, before.session, before.user)
