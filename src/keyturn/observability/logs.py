@@ -61,7 +61,8 @@ ACCESS_MESSAGE = "%s %s %d %.1fms"
 
 
 def _access_object(timestamp: str, message: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The JSON object of an access record, whichever path wrote it."""
+    """The JSON object the formatter makes of an access record (`AccessLog.json_line`
+    writes the same line without a record)."""
     return {
         "timestamp": timestamp,
         "level": "INFO",

@@ -184,8 +184,6 @@ _PRE_COLUMNS = (
 _PRE_UNLESS_MOVED = ", ".join(
     f"CASE WHEN moved.m_id IS NULL THEN pre.{c} END AS {c}" for c in _PRE_COLUMNS
 )
-_CLIENT_AS = ", ".join(f"c.{c} AS c_{c}" for c in rows.CLIENT_COLUMNS)
-_USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in rows.USER_COLUMNS)
 _ATTEMPTS = f"""
 WITH attempt AS (
     SELECT * FROM unnest(
@@ -195,7 +193,7 @@ WITH attempt AS (
                            secret_hash, n)
 ),
 pre AS (
-    SELECT a.n, {_CLIENT_AS}, s.*, {_USER_AS}
+    SELECT a.n, {rows.CLIENT_AS}, s.*, {rows.USER_AS}
     FROM attempt a
     JOIN clients c ON c.id = a.client_id
     LEFT JOIN sessions s ON s.id = a.session_id

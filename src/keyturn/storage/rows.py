@@ -95,12 +95,14 @@ def user_from(row: Row, from_db: FromDb, prefix: str = "") -> User:
     )
 
 
-_USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in USER_COLUMNS)
-SESSION_WITH_USER = f"SELECT s.*, {_USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: E501, S608 - fixed names; {param} is a placeholder
+USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in USER_COLUMNS)
+SESSION_WITH_USER = (
+    f"SELECT s.*, {USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: E501, S608 - fixed names; {param} is a placeholder
+)
 """A session and its user in one row; the user's columns are prefixed `u_`."""
 
-_CLIENT_AS = ", ".join(f"c.{c} AS c_{c}" for c in CLIENT_COLUMNS)
-PRESENTATION = f"SELECT {_CLIENT_AS}, s.*, {_USER_AS} FROM clients c LEFT JOIN sessions s ON s.id = {{session}} LEFT JOIN users u ON u.id = s.user_id WHERE c.id = {{client}}"  # noqa: E501, S608 - fixed names; {session} and {client} are placeholders
+CLIENT_AS = ", ".join(f"c.{c} AS c_{c}" for c in CLIENT_COLUMNS)
+PRESENTATION = f"SELECT {CLIENT_AS}, s.*, {USER_AS} FROM clients c LEFT JOIN sessions s ON s.id = {{session}} LEFT JOIN users u ON u.id = s.user_id WHERE c.id = {{client}}"  # noqa: E501, S608 - fixed names; {session} and {client} are placeholders
 """A client, and the session with its user when there is one, in one row (one round
 trip per rotation): the client's columns are prefixed `c_`, the user's `u_`, and the
 session's columns are NULL when the session does not exist."""
