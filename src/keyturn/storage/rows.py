@@ -97,7 +97,7 @@ def user_from(row: Row, from_db: FromDb, prefix: str = "") -> User:
 
 USER_AS = ", ".join(f"u.{c} AS u_{c}" for c in USER_COLUMNS)
 SESSION_WITH_USER = (
-    f"SELECT s.*, {USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: E501, S608 - fixed names; {param} is a placeholder
+    f"SELECT s.*, {USER_AS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = {{param}}"  # noqa: S608 - fixed names; {param} is a placeholder
 )
 """A session and its user in one row; the user's columns are prefixed `u_`."""
 
