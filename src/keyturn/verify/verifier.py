@@ -52,6 +52,9 @@ class AccessToken:
     session_id: str | None
     expires_at: datetime
     claims: dict[str, Any] = field(repr=False)
+    jkt: str | None = None
+    """The thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449 §6.1), or
+    None for a bearer token."""
 
     def require_scopes(self, *needed: str) -> None:
         missing = frozenset(needed) - self.scopes
@@ -100,22 +103,35 @@ class Verifier:
     # The check
 
     def verify(self, token: str) -> AccessToken:
+        """The token, if it is a valid bearer token. A DPoP-bound token (one with
+        `cnf.jkt`) is refused here: it is good only with a proof of its key
+        (RFC 9449 §7.1), which `keyturn.verify.dpop` checks."""
         if self._needs_keys(token):
             with self._thread_lock:
                 if self._needs_keys(token):
                     self._fetch_sync()
-        return self._check(token)
+        return self._check(token, bound=False)
 
     async def verify_async(self, token: str) -> AccessToken:
+        """`verify` for async code."""
+        await self._load_keys_async(token)
+        return self._check(token, bound=False)
+
+    async def _verify_bound_async(self, token: str) -> AccessToken:
+        """The token if it is valid and DPoP-bound; for `keyturn.verify.dpop` alone, which
+        then checks the request's proof against `AccessToken.jkt`."""
+        await self._load_keys_async(token)
+        return self._check(token, bound=True)
+
+    async def _load_keys_async(self, token: str) -> None:
         if self._needs_keys(token):
             if self._async_lock is None:
                 self._async_lock = asyncio.Lock()
             async with self._async_lock:
                 if self._needs_keys(token):
                     await self._fetch_async()
-        return self._check(token)
 
-    def _check(self, token: str) -> AccessToken:
+    def _check(self, token: str, *, bound: bool) -> AccessToken:
         if not self._keys.keys and self._fetched_at is not None:
             raise KeysUnavailable(f"no usable keys from {self.issuer}")
         try:
@@ -133,6 +149,13 @@ class Verifier:
         session_id = sid if isinstance(sid, str) else None
         if session_id is not None and self._revoked is not None and self._revoked(session_id):
             raise TokenRejected("session revoked")
+        jkt = _confirmation(claims)
+        # RFC 9449 §7.1: a bound token is refused as a bearer token (whoever holds it
+        # would not need the key), and an unbound one under the DPoP scheme.
+        if bound and jkt is None:
+            raise TokenRejected("bearer token presented with the DPoP scheme")
+        if not bound and jkt is not None:
+            raise TokenRejected("DPoP-bound token presented as a bearer token")
         return AccessToken(
             subject=claims["sub"],
             client_id=claims["client_id"],
@@ -140,6 +163,7 @@ class Verifier:
             session_id=session_id,
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
             claims=claims,
+            jkt=jkt,
         )
 
     # The keys
@@ -207,6 +231,21 @@ class Verifier:
         self._fresh_until = min(self._fresh_until, now + self._refetch_interval)
         if not self._keys.keys:
             raise KeysUnavailable(f"cannot fetch the keys of {self.issuer}: {error}") from None
+
+
+def _confirmation(claims: dict[str, Any]) -> str | None:
+    """The `cnf.jkt` of a DPoP-bound token (RFC 9449 §6.1), None when it has no `cnf`.
+
+    A `cnf` this kit cannot check (another confirmation method, such as RFC 8705's
+    certificate binding, or a malformed one) refuses the token: treating it as a bearer
+    token would drop the sender constraint its issuer asked for (RFC 7800 §3)."""
+    if "cnf" not in claims:
+        return None
+    cnf = claims["cnf"]
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str) or not jkt:
+        raise TokenRejected("unsupported confirmation (cnf) claim")
+    return jkt
 
 
 def _kid_of(token: str) -> str | None:
