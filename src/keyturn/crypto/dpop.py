@@ -203,7 +203,7 @@ class DpopVerifier:
             access_token=access_token,
         )
         thumbprint = key.thumbprint()
-        if jkt is not None and not hmac.compare_digest(thumbprint, jkt):
+        if jkt is not None and not hmac.compare_digest(thumbprint.encode(), jkt.encode()):
             # Point 12, §7.1: the proof's key is the one the access token is bound to.
             raise InvalidDpopProof(detail="proof key is not the key the token is bound to")
         if self._nonce_key is not None:

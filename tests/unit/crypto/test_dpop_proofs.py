@@ -479,6 +479,8 @@ async def test_a_proof_by_another_key_than_the_tokens_is_refused(
 ) -> None:
     other = Client()
     await refused(verifier, client.proof(), "not the key the token is bound to", jkt=other.jkt)
+    # Compared as octets: a token naming a non-ASCII jkt is refused, not an error.
+    await refused(verifier, client.proof(), "not the key the token is bound to", jkt="jkté")
     assert cache.calls == []
     assert await verify(verifier, client.proof(), jkt=client.jkt) == client.jkt
 
