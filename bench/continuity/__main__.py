@@ -1,0 +1,3 @@
+from bench.continuity.run import main
+
+raise SystemExit(main())

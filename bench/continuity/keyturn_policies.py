@@ -1,0 +1,94 @@
+"""keyturn's presets: how a named preset becomes an engine configuration and clients.
+
+This module is the only place the benchmark names a keyturn preset; the engine adapter
+(`keyturn_server`) applies whatever a `KeyturnPreset` says without knowing any name.
+A preset maps onto keyturn in three places:
+
+- `settings`: server-wide values, passed as keyword arguments to
+  `keyturn.settings.Settings` (the same fields as the `KEYTURN_*` environment
+  variables). Today these carry the whole rotation policy: `grace_seconds` (0 to 300;
+  0 is strict mode, where any older token is reuse) and `reuse_revokes` (`session` or
+  `user`: what a detected reuse ends).
+- `clients`: for each population of devices, the client its devices sign in through:
+  a client id and extra keyword arguments for `keyturn.service.admin.Admin.add_client`.
+  Every client is registered public, with the `password` and `refresh_token` grants and
+  body delivery; `options` are added to those arguments unchanged. Per-client rotation
+  knobs (a retry window, `unbounded` included; a replay budget such as `3/1h`; a client
+  kind `browser`, `native`, `agent` or `service`; DPoP `required`, `optional` or `off`)
+  belong here, under the argument names `add_client` gives them.
+- `dpop`: whether the preset's devices prove possession of their own key on every
+  refresh. No preset below sets it: the engine accepts no DPoP proof yet, so the report
+  marks thieves holding the victim's key as "not modelled yet" for keyturn's rows.
+
+A new preset is one more entry in `PRESETS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bench.continuity.population import Kind
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRegistration:
+    client_id: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Extra keyword arguments for `Admin.add_client`."""
+
+
+# The client each population signs in through: browsers, native apps, and tools that
+# run unattended (agents, command-line tools) are separate registrations, so presets
+# can give each its own rotation policy.
+BROWSER = ClientRegistration("browser-app")
+NATIVE = ClientRegistration("native-app")
+TOOL = ClientRegistration("agent-tool")
+SAME_CLIENTS: Mapping[Kind, ClientRegistration] = MappingProxyType(
+    {
+        Kind.BROWSER_KIT: BROWSER,
+        Kind.BROWSER_TABS: BROWSER,
+        Kind.MOBILE: NATIVE,
+        Kind.AGENT: TOOL,
+        Kind.CLI: TOOL,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyturnPreset:
+    name: str
+    summary: str
+    settings: Mapping[str, Any]
+    clients: Mapping[Kind, ClientRegistration] = field(default_factory=lambda: SAME_CLIENTS)
+    dpop: bool = False
+
+
+PRESETS: tuple[KeyturnPreset, ...] = (
+    KeyturnPreset(
+        "strict",
+        "grace 0 s: any rotated-out token is reuse and ends the session",
+        {"grace_seconds": 0, "reuse_revokes": "session"},
+    ),
+    KeyturnPreset(
+        "grace-10s",
+        "the default: the parent gets the same successor for 10 s after a rotation",
+        {"grace_seconds": 10, "reuse_revokes": "session"},
+    ),
+    KeyturnPreset(
+        "grace-300s",
+        "the longest global window: the parent gets the same successor for 5 min",
+        {"grace_seconds": 300, "reuse_revokes": "session"},
+    ),
+)
+
+
+def preset(name: str) -> KeyturnPreset:
+    """The preset called `name`; `KeyError` names the known ones."""
+    for candidate in PRESETS:
+        if candidate.name == name:
+            return candidate
+    known = ", ".join(p.name for p in PRESETS)
+    raise KeyError(f"no keyturn preset {name!r} (known: {known})")
