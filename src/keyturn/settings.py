@@ -180,9 +180,17 @@ class Settings(BaseSettings):
     )
     metrics_token: Annotated[SecretStr, Field(min_length=16)] | None = Field(
         None,
-        description="If set, `GET /metrics` answers only requests with `Authorization: "
-        "Bearer <this token>` (at least 16 characters), else 401. Unset, `/metrics` is "
-        "public on the server's port: restrict it at the proxy or set this.",
+        description="The bearer token of `GET /metrics`: only requests with "
+        "`Authorization: Bearer <this token>` (at least 16 characters) are answered, "
+        "anything else gets 401. Unset (and `KEYTURN_METRICS_PUBLIC` false), every scrape "
+        "gets 401: the counters move with every login and rotation, so an open endpoint "
+        "tells whoever watches it when a session is used.",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve `GET /metrics` to anyone, without a token: only where the port "
+        "is reachable by the scraper alone (or `/metrics` is blocked at the proxy). Cannot "
+        "be combined with `KEYTURN_METRICS_TOKEN`.",
     )
 
     @model_validator(mode="after")
@@ -193,6 +201,8 @@ class Settings(BaseSettings):
             raise ValueError("secret_key must be at least 32 characters")
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:", "memory:")):
             raise ValueError("database_url must start with sqlite:, postgresql: or memory:")
+        if self.metrics_public and self.metrics_token is not None:
+            raise ValueError("metrics_public and metrics_token cannot both be set")
         return self
 
     @property

@@ -242,6 +242,7 @@ def test_with_two_workers_every_scrape_adds_up_both_workers(tmp_path: Path) -> N
         "KEYTURN_SECRET_KEY": SECRET,
         "KEYTURN_DATABASE_URL": url,
         "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        "KEYTURN_METRICS_PUBLIC": "true",
     }
     with running_server(env, workers=2) as base:
         assert not stale.exists()
@@ -252,7 +253,7 @@ def test_with_two_workers_every_scrape_adds_up_both_workers(tmp_path: Path) -> N
         counts = _per_worker(folder, tmp_path)
         assert len([n for n in counts if n > 0]) == 2
         assert sum(counts) == served
-        for _ in range(10):  # public (no token set); answered by one worker or the other
+        for _ in range(10):  # public (KEYTURN_METRICS_PUBLIC), from either worker
             assert total(scrape(base), "keyturn_http_requests_total", route="/readyz") == served
 
 
@@ -260,6 +261,7 @@ def test_with_two_workers_and_no_metrics_directory_serve_makes_one(tmp_path: Pat
     env = {
         "KEYTURN_SECRET_KEY": SECRET,
         "KEYTURN_DATABASE_URL": f"sqlite:///{tmp_path / 'keyturn.db'}",
+        "KEYTURN_METRICS_PUBLIC": "true",
     }
     with running_server(env, workers=2) as base:
         served = _served(base, 1)

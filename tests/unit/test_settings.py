@@ -26,6 +26,9 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.reuse_revokes.value == "session"
     assert settings.secret_key is None
     assert settings.redis_url is None
+    # /metrics is closed unless an operator gives it a token or opens it on purpose.
+    assert settings.metrics_token is None
+    assert settings.metrics_public is False
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +60,7 @@ def test_toml_file_is_read_and_environment_wins(
         ("secret_key", "short", "at least 32"),
         ("database_url", "mysql://x", "database_url"),
         ("reuse_revokes", "everything", "reuse_revokes"),
+        ("metrics_token", "short", "metrics_token"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_named(
@@ -64,6 +68,16 @@ def test_invalid_values_are_refused_with_the_setting_named(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_metrics_public_with_a_metrics_token_is_refused() -> None:
+    with pytest.raises(ValidationError, match="metrics_public and metrics_token"):
+        Settings(metrics_public=True, metrics_token="m" * 16)
+
+
+def test_metrics_public_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYTURN_METRICS_PUBLIC", "true")
+    assert Settings().metrics_public is True
 
 
 def test_secret_key_is_masked_in_repr() -> None:

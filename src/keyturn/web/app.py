@@ -130,7 +130,11 @@ def create_app(
         Route("/auth/sessions/{sid}", endpoint(first_party.end_session), methods=["DELETE"]),
         Route("/auth/password", endpoint(first_party.change_password), methods=["POST"]),
         Route("/auth/revocations", endpoint(revocations.revocations), methods=["GET"]),
-        Route("/metrics", endpoint(scrape(metrics, settings.metrics_token)), methods=["GET"]),
+        Route(
+            "/metrics",
+            endpoint(scrape(metrics, settings.metrics_token, public=settings.metrics_public)),
+            methods=["GET"],
+        ),
         Route("/openapi.json", endpoint(api_docs.openapi_json), methods=["GET"]),
         Route("/docs", endpoint(api_docs.docs_page), methods=["GET"]),
         *api_docs.asset_routes(endpoint),

@@ -9,6 +9,7 @@ a token.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 import time
@@ -111,12 +112,22 @@ class ObservedRequests:
 
 
 def scrape(
-    metrics: Metrics, token: SecretStr | None
+    metrics: Metrics, token: SecretStr | None, *, public: bool
 ) -> Callable[[Request, Engine], Awaitable[Response]]:
-    """The /metrics handler: public, or only for `Authorization: Bearer <token>`."""
+    """The /metrics handler: for anyone if `public`, else only for `Authorization:
+    Bearer <token>`; with neither, for nobody (the shipped default)."""
+    # Closed without a token: the rotation and login counters move with every use of a
+    # session, so an open scrape tells a thief holding a copied refresh token when its
+    # owner rotated. Without a token, the presented one is compared with a random
+    # secret of this process: the refusal does the same work either way.
+    secret = token.get_secret_value() if token is not None else secrets.token_urlsafe(32)
+    expected = _digest(secret.encode())
 
     async def handler(request: Request, engine: Engine) -> Response:
-        if token is not None and not _bearer_matches(request, token):
+        if not public and not _bearer_matches(request, expected):
+            # One answer for every refusal: no header, a wrong scheme, a wrong token, or
+            # no token configured at all. 401 rather than 404: the path is in the API
+            # description anyway, and a scraper's operator is told what is missing.
             return plain_error(
                 401,
                 "invalid_token",
@@ -129,9 +140,13 @@ def scrape(
     return handler
 
 
-def _bearer_matches(request: Request, token: SecretStr) -> bool:
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _bearer_matches(request: Request, expected: bytes) -> bool:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    expected = token.get_secret_value().encode()
-    return hmac.compare_digest(presented.strip().encode(), expected)
+    # Digests of equal length, compared in constant time: neither the token's length
+    # nor how much of it a guess got right shows in the time taken.
+    matches = hmac.compare_digest(_digest(presented.strip().encode()), expected)
+    return scheme.lower() == "bearer" and matches
