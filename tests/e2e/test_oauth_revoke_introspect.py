@@ -16,11 +16,11 @@ def revoke(server: Server, data: dict[str, str], **kwargs: Any) -> httpx.Respons
     return httpx.post(f"{server.base}/oauth/revoke", data=data, timeout=30, **kwargs)
 
 
-def introspect(server: Server, token: str) -> dict[str, Any]:
+def introspect(server: Server, token: str, client_id: str = "rs") -> dict[str, Any]:
     response = httpx.post(
         f"{server.base}/oauth/introspect",
         data={"token": token},
-        auth=("rs", server.secrets["rs"]),
+        auth=(client_id, server.secrets[client_id]),
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -146,11 +146,14 @@ def test_in02_inactive_tokens_say_only_so(server: Server) -> None:
         assert introspect(server, token) == {"active": False}
 
 
-def test_in02_a_live_refresh_token_introspects_active(server: Server) -> None:
-    rt = server.rt0()
-    body = introspect(server, rt)
+def test_in02_a_live_refresh_token_introspects_active_to_its_own_client(server: Server) -> None:
+    rt = server.rt0("conf")
+    body = introspect(server, rt, "conf")
     assert body["active"] is True
     assert body["token_type"] == "refresh_token"
+    # To anyone else, even a resource server, it is as inactive as garbage (RFC 7662 §4).
+    assert introspect(server, rt, "rs") == {"active": False}
+    assert introspect(server, rt, "conf2") == {"active": False}
 
 
 def test_in03_introspection_needs_an_authorised_caller(server: Server) -> None:
@@ -160,9 +163,10 @@ def test_in03_introspection_needs_an_authorised_caller(server: Server) -> None:
     wrong = httpx.post(f"{server.base}/oauth/introspect", data={"token": at}, auth=("rs", "wrong"))
     assert_error(wrong, 401, "invalid_client")
     assert wrong.headers["www-authenticate"].startswith("Basic")
-    stranger = httpx.post(
-        f"{server.base}/oauth/introspect",
-        data={"token": at},
-        auth=("conf2", server.secrets["conf2"]),
+    # A public client proves nothing with its client_id: refused, whatever the token.
+    public = httpx.post(
+        f"{server.base}/oauth/introspect", data={"token": at, "client_id": "native"}
     )
-    assert_error(stranger, 401, "invalid_client")
+    assert_error(public, 401, "invalid_client")
+    # An authenticated client that may not introspect this token: inactive (§2.2).
+    assert introspect(server, at, "conf2") == {"active": False}

@@ -35,8 +35,14 @@ class Inspection:
         self._clock = clock
         self._config = config
 
-    async def _find(self, token: str) -> _Found | None:
-        """The session (and claims) a token names, if it is one of ours; else None."""
+    async def _find(self, token: str, *, access_of: str | None = None) -> _Found | None:
+        """The session (and claims) a token names, if it is one of ours; else None.
+
+        With `access_of`, an access token of any other client is None before its
+        session is read: its signed `client_id` says whose it is, so a foreign one
+        costs no more database work than garbage. A refresh token names only its
+        session: whose it is, only the session row can say.
+        """
         if token.startswith(PREFIX):
             try:
                 claims = await self._tokens.decode_refresh(token)
@@ -58,6 +64,8 @@ class Inspection:
                 max_lifetime=self._config.lifetimes.access_token_ttl + 60,
             )
         except InvalidAccessToken:
+            return None
+        if access_of is not None and at_claims.get("client_id") != access_of:
             return None
         sid = at_claims.get("sid")
         session = await self._store.get_session(SessionId(sid)) if isinstance(sid, str) else None
@@ -112,16 +120,38 @@ class Inspection:
             ),
         )
 
+    @staticmethod
+    def authorize_introspection(caller: Client) -> None:
+        """RFC 7662 §2.1: `InvalidClient` unless `caller` may introspect at all.
+
+        A public client is authenticated by its `client_id` alone, which anyone can
+        send (RFC 6749 §2.1, §10.1): answering it would let whoever holds a copied
+        refresh token watch for the moment its owner rotates it, the token-state oracle
+        RFC 7662 §4 warns of. It is refused as an unauthenticated caller is, before the
+        token is read, so the refusal is the same for every token.
+        """
+        if not caller.is_confidential:
+            raise InvalidClient(detail="a public client may not introspect")
+
     async def introspect(self, token: str, caller: Client) -> dict[str, Any]:
-        """RFC 7662 §2.2 for `token`, asked by an authenticated `caller`: a resource
-        server registered to introspect, or the client the token was issued to."""
-        found = await self._find(token)
+        """RFC 7662 §2.2 for `token`, asked by an authenticated `caller`.
+
+        A public caller is refused (`authorize_introspection`). A confidential one is
+        told the state of its own tokens, and a resource server (`can_introspect`)
+        also of any access token. Everything else is `INACTIVE`, as garbage is: another
+        client's refresh token (even to a resource server, which never receives one:
+        RFC 6749 §1.5), another's access token, an unknown, rotated or ended token.
+        """
+        self.authorize_introspection(caller)
+        found = await self._find(token, access_of=None if caller.can_introspect else caller.id)
         if found is None:
-            if not caller.can_introspect:
-                raise InvalidClient(detail="client may not introspect")
             return INACTIVE
-        if not caller.can_introspect and caller.id != found.client_id:
-            raise InvalidClient(detail="client may not introspect")
+        is_refresh = found.claims is not None and "generation" in found.claims
+        if found.client_id != caller.id and (is_refresh or not caller.can_introspect):
+            # RFC 7662 §2.2, §4: a token the caller may not introspect is answered as an
+            # inactive one, decided before the session's state is looked at, so live,
+            # rotated and ended tokens of others cost the same and read the same.
+            return INACTIVE
         now = self._clock.now()
         session = found.session
         live = session is not None and not session.revoked and now < session.idle_expires_at

@@ -16,6 +16,9 @@ before it signs, and a retired one stays longer after, than this."""
 
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+INTROSPECTION_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+"""RFC 7662 §2.1: a public client (`none`) is never answered at the introspection
+endpoint, so it is not offered there."""
 
 
 def metadata(issuer: str, scopes: list[str]) -> dict[str, Any]:
@@ -38,7 +41,7 @@ def metadata(issuer: str, scopes: list[str]) -> dict[str, Any]:
         "revocation_endpoint": f"{base}/oauth/revoke",
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint": f"{base}/oauth/introspect",
-        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": INTROSPECTION_AUTH_METHODS,
     }
 
 

@@ -16,7 +16,7 @@ from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
 
-async def _authenticated(request: Request, engine: Engine) -> tuple[Client, str]:
+async def _authenticated(request: Request, engine: Engine) -> tuple[Client, dict[str, str]]:
     if request.scope.get("query_string"):
         raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
     body = await read_limited(request.stream(), request.headers.get("content-length"))
@@ -24,21 +24,27 @@ async def _authenticated(request: Request, engine: Engine) -> tuple[Client, str]
     # RFC 7009 §2.1, RFC 7662 §2.1: the client is authenticated first.
     credentials = client_credentials(request.headers.get("authorization"), form)
     await limit_client(engine, credentials.client_id)
-    client = await engine.clients.authenticate(credentials)
+    return await engine.clients.authenticate(credentials), form
+
+
+def _token(form: dict[str, str]) -> str:
     token = form.get("token")
     if token is None:
         raise InvalidRequest("The token parameter is required.")
-    return client, token
+    return token
 
 
 async def revoke(request: Request, engine: Engine) -> Response:
-    client, token = await _authenticated(request, engine)
-    await engine.inspection.revoke(token, client, request_context(request))
+    client, form = await _authenticated(request, engine)
+    await engine.inspection.revoke(_token(form), client, request_context(request))
     # RFC 7009 §2.2: 200 whether or not the token was valid; the body is ignored.
     return Response(status_code=200, headers=dict(NO_STORE))
 
 
 async def introspect(request: Request, engine: Engine) -> Response:
-    client, token = await _authenticated(request, engine)
-    answer = await engine.inspection.introspect(token, client)
+    client, form = await _authenticated(request, engine)
+    # A public client is refused before its token is even looked for: one answer,
+    # whatever it sent (RFC 7662 §4).
+    engine.inspection.authorize_introspection(client)
+    answer = await engine.inspection.introspect(_token(form), client)
     return json_response(answer, headers=dict(NO_STORE))

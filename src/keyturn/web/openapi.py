@@ -388,7 +388,8 @@ METADATA: Schema = {
         "revocation_endpoint_auth_methods_supported": {"$ref": "#/components/schemas/AuthMethods"},
         "introspection_endpoint": {"type": "string", "pattern": "/oauth/introspect$"},
         "introspection_endpoint_auth_methods_supported": {
-            "$ref": "#/components/schemas/AuthMethods"
+            "description": "No `none`: a public client is never answered here.",
+            "const": ["client_secret_basic", "client_secret_post"],
         },
     },
     "additionalProperties": False,
@@ -587,9 +588,12 @@ def document(issuer: str) -> Schema:
             ),
             "/oauth/introspect": _inspection(
                 "Introspection (RFC 7662)",
-                "A client registered to introspect (a resource server) may ask about any "
-                "token; any other client only about its own, and is answered "
-                "`invalid_client` (401) for a token that is unknown or another's.",
+                "Only a confidential client is answered: a public client, whose "
+                "`client_id` anyone can send, gets `invalid_client` (401) whatever the "
+                "token (§2.1, §4). A client learns the state of its own tokens; one "
+                "registered to introspect (a resource server) also of any access token. "
+                "Any other token (another client's, unknown, rotated or ended) is "
+                '`{"active": false}`, the same as garbage.',
                 _json("The token's state.", INTROSPECTION, NO_STORE),
             ),
             "/auth/login": _first_party_token(
@@ -764,12 +768,20 @@ def document(issuer: str) -> Schema:
                 "get": {
                     "tags": ["Operations"],
                     "summary": "Prometheus metrics",
+                    "description": "Closed by default: only for `Authorization: Bearer` "
+                    "with `KEYTURN_METRICS_TOKEN`, or for anyone if `KEYTURN_METRICS_PUBLIC` "
+                    "is set. Unset, every scrape is refused.",
                     "responses": {
                         "200": {
                             "description": "The text exposition format.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
-                        "401": _bearer_401(),
+                        "401": _json(
+                            "The metrics token is missing or wrong, or none is configured "
+                            "(one answer for all).",
+                            _error("invalid_token"),
+                            {**NO_STORE, **BEARER},
+                        ),
                     },
                 }
             },
