@@ -17,10 +17,11 @@ from keyturn.service.authorization import Authorization
 from keyturn.service.client_auth import ClientAuthenticator
 from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.ending import SessionEnding
 from keyturn.service.inspection import Inspection
 from keyturn.service.login import Login
 from keyturn.service.observed_store import ObservedStore, StoreObserver
-from keyturn.service.refresh import Refresher
+from keyturn.service.refresh import Refresher, RefreshObserver
 from keyturn.service.revocations import Revocations
 from keyturn.service.sessions import Sessions
 from keyturn.service.tokens import Tokens
@@ -149,18 +150,20 @@ async def open_engine(
         settings.signing_alg.value,
     )
     await tokens.ensure_keys()
-    sessions = Sessions(store, tokens, the_passwords, the_clock)
-    login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter)
+    ending = SessionEnding(store, the_clock, config)
+    sessions = Sessions(store, tokens, the_passwords, the_clock, ending)
+    login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter, ending)
     clients = ClientAuthenticator(store, store, the_clock)
+    outcomes = [o for o in observers if isinstance(o, RefreshObserver)]
     return Engine(
         settings=settings,
         config=config,
         store=store,
         tokens=tokens,
         login=login,
-        authorization=Authorization(store, tokens, login, the_clock, randomness, config),
+        authorization=Authorization(store, tokens, login, the_clock, randomness, config, ending),
         limiter=limiter,
-        refresher=Refresher(store, tokens, the_clock, config, clients),
+        refresher=Refresher(store, tokens, the_clock, config, clients, ending, outcomes),
         sessions=sessions,
         clients=clients,
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),

@@ -164,9 +164,39 @@ def test_confidential_secret_is_shown_once_and_never_listed(cli: Cli) -> None:
     assert cli.json("clients", "disable", "spa") == {"client_id": "spa", "sessions_ended": 0}
 
 
+def test_clients_carry_a_rotation_policy_set_by_kind_and_updated(cli: Cli) -> None:
+    cli.json("clients", "add", "app", "--type", "public", "--kind", "native")
+    cli.json(
+        "clients", "add", "svc", "--type", "confidential", "--kind", "service",
+        "--retry-window", "10m", "--replay-budget", "3/12",
+    )  # fmt: skip
+    listed = {c["client_id"]: c for c in cli.json("clients", "list")}
+    assert listed["app"]["kind"] == "native"
+    assert listed["app"]["retry_window"] is None  # the preset's: not pinned at registration
+    assert (listed["svc"]["retry_window"], listed["svc"]["replay_budget"]) == (600, "3/12")
+    updated = cli.json("clients", "update", "app", "--retry-window", "unbounded", "--no-rotate")
+    assert (updated["kind"], updated["retry_window"], updated["rotate"]) == (
+        "native",
+        "unbounded",
+        False,
+    )
+    again = cli.json("clients", "update", "app", "--replay-budget", "off")
+    assert (again["retry_window"], again["replay_budget"]) == ("unbounded", "off")
+    audit = cli.json("audit", "--type", "client_updated")
+    assert [e["detail"] for e in audit] == [
+        "kind=native retry_window=unbounded rotate=False",
+        "kind=native retry_window=unbounded replay_budget=off rotate=False",
+    ]
+    assert cli("clients", "update", "nobody", "--rotate").exit_code != 0
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ("clients", "add", "x", "--type", "public", "--kind", "robot"),
+        ("clients", "add", "x", "--type", "public", "--retry-window", "soon"),
+        ("clients", "add", "x", "--type", "public", "--replay-budget", "9/4"),
+        ("clients", "add", "x", "--type", "public", "--same-key-generations", "99"),
         ("clients", "add", "x", "--type", "bogus"),
         ("clients", "add", "x", "--type", "public", "--grant", "implicit"),
         ("users", "add"),
@@ -286,7 +316,7 @@ def test_sessions_list_revoke_audit_and_purge(cli: Cli) -> None:
     assert cli.json("sessions", "revoke", sid) == {"sid": sid, "revoked": True}
     assert cli.json("sessions", "list") == []
     ended = cli.json("sessions", "list", "--all")
-    assert ended[0]["revoked_reason"] == "admin"
+    assert ended[0]["revoked_reason"] == "admin_revoked"
     logins = cli.json("audit", "--type", "login_succeeded", "--since", "1h")
     assert [e["session_id"] for e in logins] == [sid]
     assert cli.json("audit", "--since", "2000-01-01")

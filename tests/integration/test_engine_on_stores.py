@@ -100,7 +100,7 @@ async def test_rt03_rt04_reuse_ends_the_session_and_a_fresh_engine_sees_it(
     try:
         stored = await fresh.store.get_session(rt1.session_id)  # type: ignore[arg-type]
         assert stored is not None
-        assert stored.revoked_reason is RevocationReason.REUSE_DETECTED
+        assert stored.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
         events = await fresh.store.list_events(type=EventType.REUSE_DETECTED.value)
         assert [e.event.session_id for e in events] == [rt1.session_id]
     finally:
@@ -309,7 +309,7 @@ async def test_pw07_every_security_event_says_when_who_and_why_and_holds_no_secr
     reuse = next(e for e in events if e.type is EventType.REUSE_DETECTED)
     assert reuse.session_id == first.session_id
     assert reuse.client_id == world.native.id
-    assert reuse.reason == RevocationReason.REUSE_DETECTED.value
+    assert reuse.reason == RevocationReason.REUSE_OUTSIDE_WINDOW.value
     failed = next(e for e in events if e.type is EventType.LOGIN_FAILED)
     assert failed.client_id == world.native.id
     assert failed.reason == "bad_credentials"

@@ -28,6 +28,7 @@ from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     Client,
     Device,
+    EndedSession,
     KeyState,
     KeyUse,
     RevocationReason,
@@ -339,7 +340,10 @@ async def test_a_row_locked_past_the_lock_timeout_is_unavailable_and_left_unchan
         for operation in (
             store.advance_generation(session.id, 0, T0, idle),
             store.revoke_session(
-                session.id, RevocationReason.REUSE_DETECTED, T0, an_event(EventType.REUSE_DETECTED)
+                session.id,
+                RevocationReason.REUSE_OUTSIDE_WINDOW,
+                T0,
+                an_event(EventType.REUSE_DETECTED),
             ),
         ):
             took, error = await elapsed(operation)
@@ -445,14 +449,17 @@ async def test_revoking_by_such_text_revokes_nothing_and_records_the_event(
 ) -> None:
     store, user, _, session = seeded
     event = an_event(EventType.SESSION_REVOKED, session_id=SessionId(hostile))
-    assert not await store.revoke_session(SessionId(hostile), RevocationReason.ADMIN, T0, event)
+    assert not await store.revoke_session(
+        SessionId(hostile), RevocationReason.ADMIN_REVOKED, T0, event
+    )
     assert (
-        await store.revoke_user_sessions(UserId(hostile), RevocationReason.ADMIN, T0, event) == []
+        await store.revoke_user_sessions(UserId(hostile), RevocationReason.ADMIN_REVOKED, T0, event)
+        == []
     )
     # A `keep` that names no session keeps none.
     assert await store.revoke_user_sessions(
         user.id, RevocationReason.LOGOUT_ALL, T0, an_event(), keep=SessionId(hostile)
-    ) == [session.id]
+    ) == [EndedSession(session.id, session.client_id)]
     recorded = await store.list_events(type=EventType.SESSION_REVOKED.value)
     assert len(recorded) == 3
     assert recorded[0].event.session_id is not None
@@ -504,10 +511,10 @@ async def test_hostile_text_in_an_event_is_recorded_scrubbed_and_the_session_sti
     store, _, _, session = seeded
     device = Device(user_agent="evil\x00agent\ud800", ip="203.0.113.9", name="n\x00")
     event = an_event(EventType.REUSE_DETECTED, session_id=session.id, device=device)
-    assert await store.revoke_session(session.id, RevocationReason.REUSE_DETECTED, T0, event)
+    assert await store.revoke_session(session.id, RevocationReason.REUSE_OUTSIDE_WINDOW, T0, event)
     stored = await store.get_session(session.id)
     assert stored is not None
-    assert stored.revoked_reason is RevocationReason.REUSE_DETECTED
+    assert stored.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
     (recorded,) = await store.list_events(type=EventType.REUSE_DETECTED.value)
     assert recorded.event.device == Device(
         user_agent="evil\ufffdagent\ufffd", ip="203.0.113.9", name="n\ufffd"

@@ -130,7 +130,7 @@ async def test_a_rotation_elsewhere_makes_this_one_a_replay_then_reuse(two: Two)
         await two.refresh(tokens.refresh_token)
     session = await two.elsewhere.store.get_session(newer.session_id or "")  # type: ignore[arg-type]
     assert session is not None
-    assert session.revoked_reason is RevocationReason.REUSE_DETECTED
+    assert session.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
 
 
 async def test_a_narrower_scope_goes_the_reading_way(two: Two) -> None:

@@ -315,7 +315,7 @@ def _rules_rotate(
         s,
         UserState(enabled=u.enabled, password_changed_at=u.password_changed_at),
         Presented(attempt.generation, attempt.client_id, None),
-        RotationPolicy(grace_seconds=30, session_idle_ttl=attempt.idle_ttl),
+        RotationPolicy(retry_window=30, session_idle_ttl=attempt.idle_ttl),
         attempt.at,
     )
     return isinstance(decision, Rotate)

@@ -20,6 +20,7 @@ from keyturn.core.models import (
     ClientType,
     Delivery,
     Device,
+    EndedSession,
     GrantType,
     KeyState,
     KeyUse,
@@ -215,11 +216,11 @@ async def test_revoke_session_records_the_event_and_reports_who_revoked(
     s = session(u, c)
     await store.create_session(s, event())
     first = event(EventType.REUSE_DETECTED, session_id=s.id, reason="reuse_detected")
-    assert await store.revoke_session(s.id, RevocationReason.REUSE_DETECTED, T0, first)
+    assert await store.revoke_session(s.id, RevocationReason.REUSE_OUTSIDE_WINDOW, T0, first)
     assert not await store.revoke_session(s.id, RevocationReason.LOGOUT, T0, event(session_id=s.id))
     stored = await store.get_session(s.id)
     assert stored is not None
-    assert stored.revoked_reason is RevocationReason.REUSE_DETECTED
+    assert stored.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
     assert stored.revoked_at == T0
     recorded = await store.list_events(type=EventType.REUSE_DETECTED.value)
     assert [r.event for r in recorded] == [first]
@@ -234,10 +235,10 @@ async def test_revoke_user_sessions_keeps_one(seeded: tuple[Store, User, Client]
     ended = await store.revoke_user_sessions(
         u.id, RevocationReason.LOGOUT_ALL, T0, event(), keep=kept.id
     )
-    assert set(ended) == {a.id, b.id}
+    assert set(ended) == {EndedSession(a.id, c.id), EndedSession(b.id, c.id)}
     assert [s.id for s in await store.list_sessions(u.id)] == [kept.id]
     assert await store.revoke_user_sessions(u.id, RevocationReason.LOGOUT_ALL, T0, event()) == [
-        kept.id
+        EndedSession(kept.id, c.id)
     ]
 
 
@@ -249,7 +250,7 @@ async def test_disable_user_ends_every_session_atomically(
     await store.create_session(a, event())
     await store.create_session(b, event())
     ended = await store.disable_user(u.id, T0, event(EventType.USER_DISABLED))
-    assert set(ended) == {a.id, b.id}
+    assert set(ended) == {EndedSession(a.id, c.id), EndedSession(b.id, c.id)}
     stored = await store.get_user(u.id)
     assert stored is not None
     assert not stored.enabled
@@ -270,7 +271,7 @@ async def test_change_password_ends_others_and_marks_the_kept_session(
     await store.create_session(other, event())
     at = T0 + timedelta(minutes=3)
     ended = await store.change_password(u.id, "new-hash", at, kept.id, event())
-    assert ended == [other.id]
+    assert ended == [EndedSession(other.id, c.id)]
     stored_user = await store.get_user(u.id)
     assert stored_user is not None
     assert stored_user.password_hash == "new-hash"
@@ -288,7 +289,9 @@ async def test_disable_client_ends_its_sessions(seeded: tuple[Store, User, Clien
     mine, theirs = session(u, c), session(u, other_client)
     await store.create_session(mine, event())
     await store.create_session(theirs, event())
-    assert await store.disable_client(c.id, T0, event(EventType.CLIENT_DISABLED)) == [mine.id]
+    assert await store.disable_client(c.id, T0, event(EventType.CLIENT_DISABLED)) == [
+        EndedSession(mine.id, c.id)
+    ]
     stored = await store.get_client(c.id)
     assert stored is not None
     assert not stored.enabled

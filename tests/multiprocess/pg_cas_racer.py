@@ -71,7 +71,7 @@ async def _act(store: PostgresStore, trial: Trial, action: str) -> tuple[str, bo
         won = await store.advance_generation(sid, trial.generation, at, at + timedelta(hours=1))
     else:
         event = SecurityEvent(type=EventType.SESSION_REVOKED, at=at, session_id=sid)
-        won = await store.revoke_session(sid, RevocationReason.ADMIN, at, event)
+        won = bool(await store.revoke_session(sid, RevocationReason.ADMIN_REVOKED, at, event))
     return action, won
 
 

@@ -72,7 +72,7 @@ def test_fs04_a_stale_token_racing_a_rotation_ends_the_session(
             a, b = racers.race(live, stale)
             assert b == ("error", "invalid_grant")
             session = asyncio.run(_session_of(url, schema, live))
-            assert session.revoked_reason is RevocationReason.REUSE_DETECTED
+            assert session.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
             # I3: whatever A received is dead now.
             if a[0] == "ok":
                 assert asyncio.run(_try(url, schema, [a[1]])) == [False]

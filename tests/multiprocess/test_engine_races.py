@@ -78,4 +78,4 @@ def test_fs02_with_grace_zero_exactly_one_presenter_wins_and_the_session_ends(
     for session in sessions:
         # Never two live successors: one rotation, then strict-mode reuse ended it.
         assert session.generation == 1
-        assert session.revoked_reason is RevocationReason.REUSE_DETECTED
+        assert session.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW

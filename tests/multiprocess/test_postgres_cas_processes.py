@@ -185,7 +185,9 @@ def test_the_log_trigger_sees_the_store_writes(race: Race) -> None:
         try:
             at = T0 + timedelta(minutes=1)
             assert await store.advance_generation(session.id, 0, at, at)
-            assert await store.revoke_session(session.id, RevocationReason.ADMIN, at, an_event())
+            assert await store.revoke_session(
+                session.id, RevocationReason.ADMIN_REVOKED, at, an_event()
+            )
         finally:
             await store.close()
 

@@ -7,11 +7,91 @@ import click
 from keyturn.cli.output import emit
 from keyturn.cli.runtime import common, options, run
 from keyturn.core.models import Client, ClientType, Delivery, GrantType, LifetimeOverrides
+from keyturn.core.policy import (
+    ClientKind,
+    NoLimit,
+    ReplayBudget,
+    RotationSettings,
+    format_budget,
+    format_window,
+    parse_window,
+)
 from keyturn.core.scopes import parse_scope
+
+
+def _window(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> int | NoLimit | None:
+    try:
+        return None if value is None else parse_window(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _budget(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> ReplayBudget | NoLimit | None:
+    try:
+        return None if value is None else ReplayBudget.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def rotation_options(command: click.decorators.FC) -> click.decorators.FC:
+    """The rotation-policy options shared by `clients add` and `clients update`."""
+    for option in reversed(
+        [
+            click.option(
+                "--kind",
+                "client_kind",
+                type=click.Choice([k.value for k in ClientKind]),
+                help="Preset rotation policy (docs/rotation-policies.md).",
+            ),
+            click.option(
+                "--retry-window",
+                callback=_window,
+                help="How long a rotated-out token may be retried: 600, 10m, 1h or unbounded.",
+            ),
+            click.option(
+                "--replay-budget",
+                callback=_budget,
+                help="At most N replayed generations of the last M (N/M, e.g. 6/16), or off.",
+            ),
+            click.option(
+                "--rotate/--no-rotate",
+                default=None,
+                help="Whether refresh tokens rotate (--no-rotate: confidential services).",
+            ),
+            click.option(
+                "--same-key-generations",
+                type=click.IntRange(min=0, max=62),
+                help="How far back a DPoP-bound session's own key may present a stale token.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _rotation(
+    client_kind: str | None,
+    retry_window: int | NoLimit | None,
+    replay_budget: ReplayBudget | NoLimit | None,
+    rotate: bool | None,
+    same_key_generations: int | None,
+) -> RotationSettings:
+    return RotationSettings(
+        kind=ClientKind(client_kind) if client_kind else None,
+        retry_window=retry_window,
+        replay_budget=replay_budget,
+        rotate=rotate,
+        same_key_generations=same_key_generations,
+    )
 
 
 def _public(client: Client) -> dict[str, object]:
     """A client as shown: never its secret hash."""
+    window, budget = client.rotation.retry_window, client.rotation.replay_budget
     return {
         "client_id": client.id,
         "type": client.type,
@@ -22,6 +102,10 @@ def _public(client: Client) -> dict[str, object]:
         "audience": client.audience,
         "allowed_origins": client.allowed_origins,
         "can_introspect": client.can_introspect,
+        "kind": client.rotation.kind,
+        "retry_window": None if window is None else format_window(window),
+        "replay_budget": None if budget is None else format_budget(budget),
+        "rotate": client.rotation.rotate,
         "enabled": client.enabled,
         "created_at": client.created_at,
     }
@@ -50,6 +134,7 @@ def clients() -> None:
 @click.option("--access-token-ttl", type=click.IntRange(min=1))
 @click.option("--session-idle-ttl", type=click.IntRange(min=1))
 @click.option("--session-max-ttl", type=click.IntRange(min=1))
+@rotation_options
 @common
 @click.pass_context
 def add(
@@ -66,8 +151,14 @@ def add(
     access_token_ttl: int | None,
     session_idle_ttl: int | None,
     session_max_ttl: int | None,
+    client_kind: str | None,
+    retry_window: int | NoLimit | None,
+    replay_budget: ReplayBudget | NoLimit | None,
+    rotate: bool | None,
+    same_key_generations: int | None,
 ) -> None:
     """Register a client. A confidential client's secret is printed once."""
+    rotation = _rotation(client_kind, retry_window, replay_budget, rotate, same_key_generations)
     scopes = parse_scope(" ".join(scope)) or frozenset()
     created = run(
         ctx,
@@ -82,6 +173,7 @@ def add(
             allowed_origins=origin,
             can_introspect=introspect,
             lifetimes=LifetimeOverrides(access_token_ttl, session_idle_ttl, session_max_ttl),
+            rotation=rotation,
         ),
     )
     if options(ctx).json:
@@ -104,6 +196,26 @@ def list_(ctx: click.Context) -> None:
         as_json=options(ctx).json,
         columns=["client_id", "type", "grant_types", "scope", "delivery", "enabled"],
     )
+
+
+@clients.command("update")
+@click.argument("client_id")
+@rotation_options
+@common
+@click.pass_context
+def update(
+    ctx: click.Context,
+    client_id: str,
+    client_kind: str | None,
+    retry_window: int | NoLimit | None,
+    replay_budget: ReplayBudget | NoLimit | None,
+    rotate: bool | None,
+    same_key_generations: int | None,
+) -> None:
+    """Change a client's rotation policy; the options not given keep their values."""
+    changes = _rotation(client_kind, retry_window, replay_budget, rotate, same_key_generations)
+    updated = run(ctx, lambda engine: engine.admin.update_rotation(client_id, changes))
+    emit(_public(updated), as_json=options(ctx).json)
 
 
 @clients.command("disable")

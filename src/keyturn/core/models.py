@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
+from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.core.scopes import Scope
 
 
@@ -37,22 +38,65 @@ class GrantType(enum.StrEnum):
 
 
 class RevocationReason(enum.StrEnum):
+    """Why a session ended: a closed set, one reason per end, kept on the session row,
+    in its audit event and in `keyturn_sessions_ended_total`."""
+
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
-    REUSE_DETECTED = "reuse_detected"
-    ADMIN = "admin"
+    REUSE_OUTSIDE_WINDOW = "reuse_outside_window"
+    """A rotated-out refresh token presented after its retry window, or one older than
+    the immediate predecessor: someone else went on using the session."""
+    REUSE_KEY_MISMATCH = "reuse_key_mismatch"
+    """A DPoP-bound refresh token presented without a proof, or with another key."""
+    REPLAY_BUDGET_EXCEEDED = "replay_budget_exceeded"
+    """More replayed generations than the client's budget allows: a thief in lockstep
+    with the real client replays on nearly every rotation."""
+    ADMIN_REVOKED = "admin_revoked"
     PASSWORD_CHANGED = "password_changed"
     USER_DISABLED = "user_disabled"
     CLIENT_DISABLED = "client_disabled"
     IDLE_EXPIRED = "idle_expired"
     ABSOLUTE_EXPIRED = "absolute_expired"
-    SUPERSEDED = "superseded"
+    SUPERSEDED_AT_LOGIN = "superseded_at_login"
     """The same device logged in again while presenting this session's token."""
     TOKEN_REVOKED = "token_revoked"
     """RFC 7009 revocation of the refresh token."""
-    CODE_REUSED = "code_reused"
+    CODE_REPLAYED = "code_replayed"
     """The authorization code that opened the session was presented again (RFC 6749
     §4.1.2: the tokens it issued "SHOULD" be revoked)."""
+
+    @property
+    def signals_theft(self) -> bool:
+        """Whether this end is the answer to a token in two hands: recorded as
+        `reuse_detected`, and it ends every session of the user when
+        `KEYTURN_REUSE_REVOKES=user`."""
+        return self in _THEFT
+
+
+_THEFT = frozenset(
+    {
+        RevocationReason.REUSE_OUTSIDE_WINDOW,
+        RevocationReason.REUSE_KEY_MISMATCH,
+        RevocationReason.REPLAY_BUDGET_EXCEEDED,
+        RevocationReason.CODE_REPLAYED,
+    }
+)
+
+LEGACY_REASONS = {
+    "reuse_detected": RevocationReason.REUSE_OUTSIDE_WINDOW,
+    "admin": RevocationReason.ADMIN_REVOKED,
+    "superseded": RevocationReason.SUPERSEDED_AT_LOGIN,
+    "code_reused": RevocationReason.CODE_REPLAYED,
+}
+"""Reasons written before the closed set, as migration 0003 renames them."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """A session a store operation ended: its id, and its client (a metric label)."""
+
+    id: SessionId
+    client_id: ClientId
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +161,8 @@ class Client:
     """Browser origins allowed to refresh through the cookie (CSRF Origin check)."""
     can_introspect: bool = False
     """May call the introspection endpoint and the revocation feed (a resource server)."""
+    rotation: RotationSettings = field(default_factory=RotationSettings)
+    """Its rotation policy: kind, retry window, replay budget (`keyturn.core.policy`)."""
 
     @property
     def is_confidential(self) -> bool:
@@ -160,6 +206,10 @@ class Session:
     authenticated_at: datetime | None = None
     """When the user last proved their password on this session, if later than
     `created_at` (a password change made from this session)."""
+    replays: ReplayLog = field(default_factory=ReplayLog)
+    """Which recent generations were replayed: what the replay budget counts."""
+    dpop_jkt: str | None = None
+    """The RFC 7638 thumbprint of the DPoP key the session is bound to, if any."""
 
     @property
     def auth_time(self) -> datetime:

@@ -19,6 +19,7 @@ from keyturn.core.models import (
     Attempted,
     AuthorizationCode,
     Client,
+    EndedSession,
     Presentation,
     RevocationReason,
     RotationAttempt,
@@ -26,6 +27,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import ReplayLog, RotationSettings
 
 
 class Clock(Protocol):
@@ -53,7 +55,7 @@ class UserStore(Protocol):
 
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Disable the user and revoke every live session of theirs (reason
         `user_disabled`), recording `event`, in one transaction. Returns the sessions
         it revoked. `NotFound` if there is no such user."""
@@ -66,7 +68,7 @@ class UserStore(Protocol):
         at: datetime,
         keep: SessionId | None,
         event: SecurityEvent,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Set the password hash and `password_changed_at = at`, set `keep`'s
         `authenticated_at = at` (it proved the password), revoke every other live
         session of the user (reason `password_changed`), and record `event`, in one
@@ -83,9 +85,16 @@ class ClientStore(Protocol):
 
     async def list_clients(self) -> list[Client]: ...
 
+    async def set_client_rotation(
+        self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
+    ) -> None:
+        """Set the client's rotation policy and record `event`, in one transaction.
+        `NotFound` if there is no such client."""
+        ...
+
     async def disable_client(
         self, client_id: ClientId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Disable the client and revoke its live sessions (reason `client_disabled`),
         recording `event`, in one transaction. `NotFound` if there is no such client."""
         ...
@@ -124,11 +133,28 @@ class SessionStore(Protocol):
         reason: RevocationReason,
         at: datetime,
         event: SecurityEvent,
-    ) -> bool:
+    ) -> list[EndedSession]:
         """Revoke the session if it is live and record `event`, in one transaction that
-        commits even though the caller's request will fail. Returns True if this call
-        revoked it, False if it was already revoked or unknown (the event is recorded
-        either way)."""
+        commits even though the caller's request will fail. Returns the session if this
+        call revoked it, nothing if it was already revoked or unknown (the event is
+        recorded either way)."""
+        ...
+
+    async def record_replay(
+        self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
+    ) -> bool:
+        """A replay answered: if the session is live and its replay log is still `read`,
+        set it to `log` and record `event`, in one transaction. Returns False, changing
+        and recording nothing, if another replay or a revocation got there first (the
+        caller reads again and decides again)."""
+        ...
+
+    async def keep_session(
+        self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
+    ) -> bool:
+        """A use of the live token of a client whose tokens do not rotate: if the
+        session is live and at `generation`, set `last_used_at = at` and
+        `idle_expires_at`, and commit. Returns False (and changes nothing) otherwise."""
         ...
 
     async def revoke_user_sessions(
@@ -138,7 +164,7 @@ class SessionStore(Protocol):
         at: datetime,
         event: SecurityEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Revoke every live session of the user except `keep`, and record `event`, in
         one transaction. Returns the sessions it revoked."""
         ...

@@ -10,25 +10,43 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import assert_never
 
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client, RevocationReason, RotationAttempt, Session, User
+from keyturn.core.policy import NO_LIMIT, NoLimit, ReplayBudget, ReplayLog
 from keyturn.core.scopes import Scope, narrow
+
+CONCURRENT_SECONDS = 5
+"""A replay this soon after the rotation it follows is one of several presentations at
+once (tabs, a fan-out); later, a client that never received its successor."""
 
 
 @dataclass(frozen=True, slots=True)
 class RotationPolicy:
-    grace_seconds: int
-    """How long after a rotation its parent token may be presented again without being
-    treated as reuse. 0 turns replay off: any older token is reuse."""
+    """A client's rotation policy as the rules apply it (`keyturn.core.policy.resolve`
+    makes it from the client's registration and the server's defaults)."""
+
+    retry_window: int | NoLimit
+    """How long after a rotation its parent token may be presented again and answered
+    with the same successor. 0 turns replay off; `NO_LIMIT` keeps it until the successor
+    is itself presented (FAPI 2.0)."""
     session_idle_ttl: int
     """How far a rotation pushes the idle deadline (never past the absolute one)."""
+    replay_budget: ReplayBudget | NoLimit = NO_LIMIT
+    rotate: bool = True
+    """False: a presentation of the live token keeps it (no successor)."""
+    same_key_generations: int = 0
+    """How many generations back a proof of a bound session's own key is answered with
+    the live token (key continuity); 0 turns it off."""
 
     def __post_init__(self) -> None:
-        if self.grace_seconds < 0:
-            raise ValueError("the grace window cannot be negative")
+        if isinstance(self.retry_window, int) and self.retry_window < 0:
+            raise ValueError("the retry window cannot be negative")
         if self.session_idle_ttl <= 0:
             raise ValueError("the idle lifetime must be positive")
+        if self.same_key_generations < 0:
+            raise ValueError("same-key generations cannot be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +64,8 @@ class Presented:
     generation: int
     client_id: ClientId
     requested_scope: Scope | None
+    key_thumbprint: str | None = None
+    """The RFC 7638 thumbprint of the DPoP proof's key, for a request with a valid proof."""
 
 
 class Refusal(enum.StrEnum):
@@ -55,6 +75,32 @@ class Refusal(enum.StrEnum):
     FUTURE_GENERATION = "future_generation"
     SCOPE_TOO_WIDE = "scope_too_wide"
     ALREADY_REVOKED = "already_revoked"
+
+
+class RefreshOutcome(enum.StrEnum):
+    """What became of a presentation of a refresh token: a closed set, one per request,
+    counted in `keyturn_refresh_outcomes_total`."""
+
+    ROTATED = "rotated"
+    KEPT = "kept"
+    """Rotation is off for the client: the live token answered and stays live."""
+    REPLAYED_CONCURRENT = "replayed_concurrent"
+    REPLAYED_LOST_RESPONSE = "replayed_lost_response"
+    REPLAYED_SAME_KEY = "replayed_same_key"
+    REUSE_OUTSIDE_WINDOW = "reuse_outside_window"
+    REUSE_KEY_MISMATCH = "reuse_key_mismatch"
+    REPLAY_BUDGET_EXCEEDED = "replay_budget_exceeded"
+    IDLE_EXPIRED = "idle_expired"
+    ABSOLUTE_EXPIRED = "absolute_expired"
+    USER_DISABLED = "user_disabled"
+    PASSWORD_CHANGED = "password_changed"
+    SESSION_ENDED = "session_ended"
+    """The session had already ended (any reason)."""
+    FOREIGN_CLIENT = "foreign_client"
+    FUTURE_GENERATION = "future_generation"
+    SCOPE_TOO_WIDE = "scope_too_wide"
+    INVALID_TOKEN = "invalid_token"
+    """Not a token of ours: prefix, checksum, MAC, unknown session or salt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +118,24 @@ class Rotate:
 
 
 @dataclass(frozen=True, slots=True)
+class Keep:
+    """Rotation is off: answer with the live token of `generation` again and push the
+    idle deadline, if the session is still at `generation`."""
+
+    generation: int
+    idle_expires_at: datetime
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
-    """Answer with the current token of `generation` again, re-derived; write nothing."""
+    """Answer with the live token of `generation` again, re-derived; record the replay
+    and the session's replay log as `log` if the log is still as read."""
 
     generation: int
     scope: Scope
+    outcome: RefreshOutcome
+    log: ReplayLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +152,7 @@ class Revoke:
     reason: RevocationReason
 
 
-Decision = Rotate | Replay | Refuse | Revoke
+Decision = Rotate | Keep | Replay | Refuse | Revoke
 
 
 def decide(
@@ -134,39 +193,101 @@ def decide(
     if p > current:
         return Refuse(Refusal.FUTURE_GENERATION)
 
+    # RFC 9449 §5: a bound refresh token is usable only with a proof of its key. One
+    # presented without a proof, or with another key, is in a thief's hands: whatever
+    # its generation, the session ends.
+    if session.dpop_jkt is not None and presented.key_thumbprint != session.dpop_jkt:
+        return Revoke(RevocationReason.REUSE_KEY_MISMATCH)
+
+    scope = narrow(session.scope, presented.requested_scope)
     if p < current:
-        if is_reuse(session, p, policy, now):
-            return Revoke(RevocationReason.REUSE_DETECTED)
-        scope = narrow(session.scope, presented.requested_scope)
-        if scope is None:
-            return Refuse(Refusal.SCOPE_TOO_WIDE)
-        return Replay(generation=current, scope=scope)
+        return _older(session, p, scope, policy, now)
 
     # Rule 6. The scope is checked before anything is consumed, so an over-wide
     # request leaves the token live and the next good request is not mistaken for reuse.
-    scope = narrow(session.scope, presented.requested_scope)
     if scope is None:
         return Refuse(Refusal.SCOPE_TOO_WIDE)
     idle = min(now + timedelta(seconds=policy.session_idle_ttl), session.absolute_expires_at)
+    if not policy.rotate:
+        return Keep(generation=current, idle_expires_at=idle, scope=scope)
     return Rotate(from_generation=current, idle_expires_at=idle, scope=scope)
+
+
+def _older(
+    session: Session, p: int, scope: Scope | None, policy: RotationPolicy, now: datetime
+) -> Decision:
+    """Rule 5: a token older than the live one."""
+    current = session.generation
+    # Key continuity: the session's own key proves the same device, retrying with a
+    # stale copy (a lost response, another process of it). A thief with the copied
+    # token alone cannot make this proof; see docs/rotation-policies.md.
+    if session.dpop_jkt is not None and current - p <= policy.same_key_generations:
+        if scope is None:
+            return Refuse(Refusal.SCOPE_TOO_WIDE)
+        return Replay(current, scope, RefreshOutcome.REPLAYED_SAME_KEY, session.replays)
+    if is_reuse(session, p, policy, now):
+        return Revoke(RevocationReason.REUSE_OUTSIDE_WINDOW)
+    if scope is None:
+        return Refuse(Refusal.SCOPE_TOO_WIDE)
+    # A thief who follows a session must replay on nearly every rotation, because the
+    # real client and the thief hold one live token between them; a device that loses
+    # a response replays on a few. Past the budget, the replays are the thief's.
+    log = session.replays.with_replay(p)
+    budget = policy.replay_budget
+    if isinstance(budget, ReplayBudget) and log.count(current, budget.of) > budget.replays:
+        return Revoke(RevocationReason.REPLAY_BUDGET_EXCEEDED)
+    rotated_at = session.rotated_at or now  # never None here: is_reuse would have held
+    soon = now - rotated_at <= timedelta(seconds=CONCURRENT_SECONDS)
+    outcome = RefreshOutcome.REPLAYED_CONCURRENT if soon else RefreshOutcome.REPLAYED_LOST_RESPONSE
+    return Replay(current, scope, outcome, log)
+
+
+def outcome_of(decision: Decision) -> RefreshOutcome:
+    """The outcome a decision answers with (what the request became, once committed)."""
+    match decision:
+        case Rotate():
+            return RefreshOutcome.ROTATED
+        case Keep():
+            return RefreshOutcome.KEPT
+        case Replay(outcome=outcome):
+            return outcome
+        case Revoke(reason=reason):
+            return RefreshOutcome(reason.value)
+        case Refuse(why=why):
+            return _REFUSALS[why]
+        case _:
+            assert_never(decision)
+
+
+_REFUSALS = {
+    Refusal.FOREIGN_CLIENT: RefreshOutcome.FOREIGN_CLIENT,
+    Refusal.FUTURE_GENERATION: RefreshOutcome.FUTURE_GENERATION,
+    Refusal.SCOPE_TOO_WIDE: RefreshOutcome.SCOPE_TOO_WIDE,
+    Refusal.ALREADY_REVOKED: RefreshOutcome.SESSION_ENDED,
+}
 
 
 def is_reuse(session: Session, generation: int, policy: RotationPolicy, now: datetime) -> bool:
     """Whether presenting the token of `generation` now is reuse of a rotated-out token.
 
     Rule 5. N open tabs refresh at once, or a response was lost and the client
-    retries: the parent of the live token, within the grace window, gets the live
-    token again. Every other older token is a stolen token in use.
+    retries: the parent of the live token, within the retry window, gets the live
+    token again. Every other older token is a stolen token in use. The window closes
+    for good once the successor is itself rotated: the parent is then two behind.
     """
     if generation >= session.generation:
         return False
-    return not (generation == session.generation - 1 and _within_grace(session, policy, now))
+    return not (generation == session.generation - 1 and _within_window(session, policy, now))
 
 
-def _within_grace(session: Session, policy: RotationPolicy, now: datetime) -> bool:
-    if policy.grace_seconds == 0 or session.rotated_at is None:
+def _within_window(session: Session, policy: RotationPolicy, now: datetime) -> bool:
+    if session.rotated_at is None:
         return False
-    return now - session.rotated_at <= timedelta(seconds=policy.grace_seconds)
+    if isinstance(policy.retry_window, NoLimit):
+        return True
+    if policy.retry_window == 0:
+        return False
+    return now - session.rotated_at <= timedelta(seconds=policy.retry_window)
 
 
 def attempt_holds(
@@ -191,8 +312,9 @@ def attempt_holds(
         session,
         UserState(enabled=user.enabled, password_changed_at=user.password_changed_at),
         Presented(attempt.generation, attempt.client_id, None),
-        # The grace window only matters for an older generation, never to a rotation.
-        RotationPolicy(grace_seconds=0, session_idle_ttl=attempt.idle_ttl),
+        # The retry window only matters for an older generation, never to a rotation.
+        # No key is presented: a session bound to a DPoP key never takes this path.
+        RotationPolicy(retry_window=0, session_idle_ttl=attempt.idle_ttl),
         attempt.at,
     )
     return isinstance(decision, Rotate) and decision.from_generation == attempt.generation

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -27,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from keyturn.core.audit import EventType
 from keyturn.core.models import RevocationReason
+from keyturn.core.rotation import RefreshOutcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -76,12 +78,20 @@ class Metrics:
             "Refresh tokens presented again after their grace window (reuse).",
             registry=registry,
         )
-        self.sessions_revoked = Counter(
-            "keyturn_sessions_revoked",
-            "Sessions revoked, by reason.",
-            ["reason"],
+        self.sessions_ended = Counter(
+            "keyturn_sessions_ended",
+            "Sessions ended, by client and reason (a closed set: RevocationReason).",
+            ["client_id", "reason"],
             registry=registry,
         )
+        self.refresh_outcomes = Counter(
+            "keyturn_refresh_outcomes",
+            "Presentations of refresh tokens, by client and outcome (a closed set: "
+            "rotated, replayed_*, reuse_*, refusals).",
+            ["client_id", "outcome"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, str], Any] = {}
         self.logins = Counter(
             "keyturn_logins",
             "Password logins, by outcome (succeeded, failed).",
@@ -96,12 +106,27 @@ class Metrics:
         )
         # Every known label value from the start, so a rate over a counter that has
         # not moved yet is 0 rather than absent.
-        for reason in RevocationReason:
-            self.sessions_revoked.labels(reason=reason.value)
         for outcome in LOGIN_OUTCOMES:
             self.logins.labels(outcome=outcome)
         for kind in EventType:
             self.security_events.labels(type=kind.value)
+
+    def session_ended(self, client_id: str, reason: RevocationReason) -> None:
+        self._child(self.sessions_ended, "ended", client_id, reason.value).inc()
+
+    def refresh_outcome(self, client_id: str, outcome: RefreshOutcome) -> None:
+        self._child(self.refresh_outcomes, "outcome", client_id, outcome.value).inc()
+
+    def _child(self, counter: Counter, kind: str, client_id: str, value: str) -> Any:
+        """The series of these labels, looked up once (`labels()` costs more than the
+        increment). Client ids are those of registered clients, reasons and outcomes
+        closed sets, so this stays as small as the client table."""
+        key = (kind, client_id, value)
+        child = self._children.get(key)
+        if child is None:
+            label = "reason" if kind == "ended" else "outcome"
+            child = self._children[key] = counter.labels(client_id=client_id, **{label: value})
+        return child
 
     @classmethod
     def for_this_process(cls) -> Metrics:

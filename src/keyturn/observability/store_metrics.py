@@ -4,7 +4,8 @@ A `StoreObserver` (see `keyturn.service.observed_store`): the observed store cal
 after each operation has committed, so the counters agree with the database and the
 rules know nothing of metrics. It counts a rotation for each successful
 compare-and-swap, each security event by type (a reuse detection, a login succeeded or
-failed), and each session revoked by its reason.
+failed), each session ended by its client and reason, and, told by the refresh grant,
+each presentation of a refresh token by its client and outcome.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from keyturn.core.audit import EventType, SecurityEvent
-from keyturn.core.ids import SessionId
-from keyturn.core.models import RevocationReason
+from keyturn.core.ids import ClientId, SessionId
+from keyturn.core.models import EndedSession, RevocationReason
+from keyturn.core.rotation import RefreshOutcome
 from keyturn.observability.metrics import Metrics
 
 _LOGIN_OUTCOME = {
@@ -34,11 +36,15 @@ class StoreMetrics:
 
     async def revoked(
         self,
-        session_ids: Sequence[SessionId],
+        ended: Sequence[EndedSession],
         reason: RevocationReason,
         at: datetime,  # noqa: ARG002
     ) -> None:
-        self._metrics.sessions_revoked.labels(reason=reason.value).inc(len(session_ids))
+        for session in ended:
+            self._metrics.session_ended(session.client_id, reason)
+
+    def refreshed(self, client_id: ClientId, outcome: RefreshOutcome) -> None:
+        self._metrics.refresh_outcome(client_id, outcome)
 
     async def recorded(self, event: SecurityEvent) -> None:
         self._metrics.security_events.labels(type=event.type.value).inc()

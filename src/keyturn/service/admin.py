@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
@@ -19,6 +19,7 @@ from keyturn.core.models import (
     Client,
     ClientType,
     Delivery,
+    EndedSession,
     GrantType,
     KeyUse,
     LifetimeOverrides,
@@ -27,6 +28,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import RotationSettings
 from keyturn.core.ports import Clock, Randomness, Store
 from keyturn.core.scopes import Scope
 from keyturn.crypto.client_secrets import generate_secret, hash_secret
@@ -96,7 +98,7 @@ class Admin:
             raise NotFound(f"No user named {username!r}.")
         return user
 
-    async def disable_user(self, username: str) -> list[SessionId]:
+    async def disable_user(self, username: str) -> list[EndedSession]:
         user = await self.user_named(username)
         now = self._clock.now()
         return await self._store.disable_user(
@@ -125,6 +127,7 @@ class Admin:
         allowed_origins: Iterable[str] = (),
         can_introspect: bool = False,
         lifetimes: LifetimeOverrides | None = None,
+        rotation: RotationSettings | None = None,
     ) -> NewClient:
         """Register a client. A confidential client gets a fresh secret, returned once
         here and stored only as a hash."""
@@ -156,6 +159,7 @@ class Admin:
             created_at=now,
             allowed_origins=tuple(allowed_origins),
             can_introspect=can_introspect,
+            rotation=rotation or RotationSettings(),
         )
         await self._store.add_client(
             client, SecurityEvent(type=EventType.CLIENT_CREATED, at=now, client_id=client.id)
@@ -171,7 +175,40 @@ class Admin:
             raise NotFound(f"No client {client_id!r}.")
         return client
 
-    async def disable_client(self, client_id: str) -> list[SessionId]:
+    async def update_rotation(self, client_id: str, changes: RotationSettings) -> Client:
+        """Change a client's rotation policy: the values `changes` sets replace the
+        client's, the others stay. Other processes apply it to a replay at once (a replay
+        reads its client); a process that rotated for the client before keeps rotating
+        its live tokens until it reads the client again."""
+        client = await self.get_client(client_id)
+        old = client.rotation
+        rotation = RotationSettings(
+            kind=changes.kind or old.kind,
+            retry_window=old.retry_window if changes.retry_window is None else changes.retry_window,
+            replay_budget=(
+                old.replay_budget if changes.replay_budget is None else changes.replay_budget
+            ),
+            rotate=old.rotate if changes.rotate is None else changes.rotate,
+            same_key_generations=(
+                old.same_key_generations
+                if changes.same_key_generations is None
+                else changes.same_key_generations
+            ),
+        )
+        now = self._clock.now()
+        await self._store.set_client_rotation(
+            client.id,
+            rotation,
+            SecurityEvent(
+                type=EventType.CLIENT_UPDATED,
+                at=now,
+                client_id=client.id,
+                detail=rotation.describe(),
+            ),
+        )
+        return replace(client, rotation=rotation)
+
+    async def disable_client(self, client_id: str) -> list[EndedSession]:
         now = self._clock.now()
         return await self._store.disable_client(
             ClientId(client_id),
@@ -201,7 +238,7 @@ class Admin:
         return await self._store.list_sessions(user_id, include_revoked=include_revoked)
 
     async def revoke_session(self, session_id: str) -> Session:
-        return await self._sessions.end_by_id(SessionId(session_id), RevocationReason.ADMIN)
+        return await self._sessions.end_by_id(SessionId(session_id), RevocationReason.ADMIN_REVOKED)
 
     # Audit and purge
 

@@ -21,6 +21,7 @@ from keyturn.core.ports import Clock, Randomness, Store
 from keyturn.crypto.pkce import verifier_matches
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.ending import SessionEnding
 from keyturn.service.issuing import issue_for_session, new_session
 from keyturn.service.login import Login
 from keyturn.service.results import IssuedTokens
@@ -45,8 +46,10 @@ class Authorization:
         clock: Clock,
         randomness: Randomness,
         config: EngineConfig,
+        ending: SessionEnding,
     ) -> None:
         self._store = store
+        self._ending = ending
         self._tokens = tokens
         self._login = login
         self._clock = clock
@@ -216,20 +219,28 @@ class Authorization:
     ) -> None:
         """RFC 6749 §4.1.2: on a second use the server "SHOULD revoke (when possible)
         all tokens previously issued based on that authorization code"."""
-        event = SecurityEvent(
-            type=EventType.REUSE_DETECTED,
-            at=now,
-            user_id=code.user_id,
-            client_id=code.client_id,
-            session_id=code.session_id,
-            reason=RevocationReason.CODE_REUSED.value,
-            device=context.device,
-            detail="authorization code presented again",
-        )
-        if code.session_id is None:
-            await self._store.record(event)
+        opened = await self._store.get_session(code.session_id) if code.session_id else None
+        if opened is not None:
+            await self._ending.end(
+                opened,
+                RevocationReason.CODE_REPLAYED,
+                context=context,
+                detail="authorization code presented again",
+            )
             return
-        await self._store.revoke_session(code.session_id, RevocationReason.CODE_REUSED, now, event)
+        # Burnt by a refused presentation, or its session purged: nothing to end.
+        await self._store.record(
+            SecurityEvent(
+                type=EventType.REUSE_DETECTED,
+                at=now,
+                user_id=code.user_id,
+                client_id=code.client_id,
+                session_id=code.session_id,
+                reason=RevocationReason.CODE_REPLAYED.value,
+                device=context.device,
+                detail="authorization code presented again",
+            )
+        )
 
     @staticmethod
     def _refused(code: AuthorizationCode, now: datetime, why: str) -> SecurityEvent:

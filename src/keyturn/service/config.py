@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass
 
 from keyturn.core.models import Client, Lifetimes
+from keyturn.core.policy import NO_LIMIT, NoLimit, ReplayBudget, resolve
 from keyturn.core.rotation import RotationPolicy
 
 
@@ -23,7 +24,10 @@ class EngineConfig:
     default_audience: str
     lifetimes: Lifetimes
     grace_seconds: int
+    """The retry window of a client registered with no kind and no window of its own."""
     reuse_revokes: ReuseScope = ReuseScope.SESSION
+    replay_budget: ReplayBudget | NoLimit = NO_LIMIT
+    """The replay budget of a client registered with no kind and no budget of its own."""
     login_failures_per_account: int = 5
     login_lockout_seconds: int = 900
     authorization_code_ttl: int = 60
@@ -36,9 +40,13 @@ class EngineConfig:
         return client.lifetimes.apply(self.lifetimes)
 
     def rotation_policy(self, client: Client) -> RotationPolicy:
+        chosen = resolve(client.rotation, self.grace_seconds, self.replay_budget)
         return RotationPolicy(
-            grace_seconds=self.grace_seconds,
+            retry_window=chosen.retry_window,
             session_idle_ttl=self.lifetimes_for(client).session_idle_ttl,
+            replay_budget=chosen.replay_budget,
+            rotate=chosen.rotate,
+            same_key_generations=chosen.same_key_generations,
         )
 
     def audience_for(self, client: Client) -> list[str]:

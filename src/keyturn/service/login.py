@@ -22,6 +22,7 @@ from keyturn.core.scopes import Scope, narrow
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.ending import SessionEnding
 from keyturn.service.issuing import issue_for_session, new_session
 from keyturn.service.results import IssuedTokens
 from keyturn.service.tokens import Tokens
@@ -40,8 +41,10 @@ class Login:
         randomness: Randomness,
         config: EngineConfig,
         limiter: RateLimiter,
+        ending: SessionEnding,
     ) -> None:
         self._limiter = limiter
+        self._ending = ending
         self._store = store
         self._tokens = tokens
         self._passwords = passwords
@@ -66,7 +69,7 @@ class Login:
         raises the same `LoginFailed` after the same work (one Argon2 verify), so the
         answer tells nothing about which it was. `previous_refresh_token`, if the device
         still holds one, ends that older session: as reuse if that token was already
-        rotated out past the grace window, else as superseded.
+        rotated out past its retry window, else as superseded.
         """
         # Bounded before any hashing: an oversized password must not cost an Argon2 run.
         if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
@@ -167,23 +170,15 @@ class Login:
         if session is None or session.revoked or not self._tokens.salt_matches(claims, session):
             return
         now = self._clock.now()
-        # The older token was rotated out and its grace has passed: someone else went
+        # The older token was rotated out and its window has passed: someone else went
         # on using that session, so this is reuse, not a simple re-login.
         stale = is_reuse(session, claims.generation, self._config.rotation_policy(client), now)
-        reason = RevocationReason.REUSE_DETECTED if stale else RevocationReason.SUPERSEDED
-        await self._store.revoke_session(
-            session.id,
-            reason,
-            now,
-            SecurityEvent(
-                type=EventType.REUSE_DETECTED if stale else EventType.SESSION_REVOKED,
-                at=now,
-                user_id=session.user_id,
-                client_id=session.client_id,
-                session_id=session.id,
-                generation=claims.generation,
-                reason=reason.value,
-                device=context.device,
-                detail=None if session.user_id == user_id else "token of another user",
-            ),
+        await self._ending.end(
+            session,
+            RevocationReason.REUSE_OUTSIDE_WINDOW
+            if stale
+            else RevocationReason.SUPERSEDED_AT_LOGIN,
+            context=context,
+            generation=claims.generation,
+            detail=None if session.user_id == user_id else "token of another user",
         )

@@ -21,6 +21,7 @@ from keyturn.core.models import (
     Attempted,
     AuthorizationCode,
     Client,
+    EndedSession,
     Presentation,
     RevocationReason,
     RotationAttempt,
@@ -28,6 +29,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.core.ports import Store
 
 log = logging.getLogger("keyturn.observe")
@@ -39,7 +41,7 @@ class StoreObserver(Protocol):
         ...
 
     async def revoked(
-        self, session_ids: Sequence[SessionId], reason: RevocationReason, at: datetime
+        self, ended: Sequence[EndedSession], reason: RevocationReason, at: datetime
     ) -> None:
         """These sessions were revoked, committed."""
         ...
@@ -62,13 +64,13 @@ class ObservedStore:
                 log.exception("store observer failed on a rotation")
 
     async def _revoked(
-        self, session_ids: Sequence[SessionId], reason: RevocationReason, at: datetime
+        self, ended: Sequence[EndedSession], reason: RevocationReason, at: datetime
     ) -> None:
-        if not session_ids:
+        if not ended:
             return
         for observer in self._observers:
             try:
-                await observer.revoked(session_ids, reason, at)
+                await observer.revoked(ended, reason, at)
             except Exception:
                 log.exception("store observer failed on a revocation")
 
@@ -97,7 +99,7 @@ class ObservedStore:
 
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         ended = await self._store.disable_user(user_id, at, event)
         await self._recorded(event)
         await self._revoked(ended, RevocationReason.USER_DISABLED, at)
@@ -110,7 +112,7 @@ class ObservedStore:
         at: datetime,
         keep: SessionId | None,
         event: SecurityEvent,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         ended = await self._store.change_password(user_id, password_hash, at, keep, event)
         await self._recorded(event)
         await self._revoked(ended, RevocationReason.PASSWORD_CHANGED, at)
@@ -128,9 +130,15 @@ class ObservedStore:
     async def list_clients(self) -> list[Client]:
         return await self._store.list_clients()
 
+    async def set_client_rotation(
+        self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
+    ) -> None:
+        await self._store.set_client_rotation(client_id, rotation, event)
+        await self._recorded(event)
+
     async def disable_client(
         self, client_id: ClientId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         ended = await self._store.disable_client(client_id, at, event)
         await self._recorded(event)
         await self._revoked(ended, RevocationReason.CLIENT_DISABLED, at)
@@ -167,12 +175,24 @@ class ObservedStore:
 
     async def revoke_session(
         self, session_id: SessionId, reason: RevocationReason, at: datetime, event: SecurityEvent
-    ) -> bool:
-        revoked = await self._store.revoke_session(session_id, reason, at, event)
+    ) -> list[EndedSession]:
+        ended = await self._store.revoke_session(session_id, reason, at, event)
         await self._recorded(event)
-        if revoked:
-            await self._revoked([session_id], reason, at)
-        return revoked
+        await self._revoked(ended, reason, at)
+        return ended
+
+    async def record_replay(
+        self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
+    ) -> bool:
+        recorded = await self._store.record_replay(session_id, read, log, event)
+        if recorded:
+            await self._recorded(event)
+        return recorded
+
+    async def keep_session(
+        self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
+    ) -> bool:
+        return await self._store.keep_session(session_id, generation, at, idle_expires_at)
 
     async def revoke_user_sessions(
         self,
@@ -181,7 +201,7 @@ class ObservedStore:
         at: datetime,
         event: SecurityEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         ended = await self._store.revoke_user_sessions(user_id, reason, at, event, keep)
         await self._recorded(event)
         await self._revoked(ended, reason, at)

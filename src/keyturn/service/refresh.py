@@ -6,9 +6,10 @@ themselves live in `keyturn.core.rotation`, never here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import assert_never
+from typing import Protocol, assert_never, runtime_checkable
 
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
@@ -25,7 +26,10 @@ from keyturn.core.models import (
 )
 from keyturn.core.ports import Clock, Store
 from keyturn.core.rotation import (
+    Decision,
+    Keep,
     Presented,
+    RefreshOutcome,
     Refusal,
     Refuse,
     Replay,
@@ -33,20 +37,30 @@ from keyturn.core.rotation import (
     Rotate,
     UserState,
     decide,
+    outcome_of,
 )
 from keyturn.core.scopes import Scope
 from keyturn.crypto.refresh_codec import RefreshClaims
 from keyturn.service.client_auth import ClientAuthenticator, ClientCredentials
-from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.ending import SessionEnding
 from keyturn.service.issuing import issue_for_session
 from keyturn.service.results import IssuedTokens
 from keyturn.service.tokens import Tokens
 
-# A lost compare-and-swap means another request rotated (or revoked) the session
-# between our read and our write; re-reading settles it (it becomes a replay, a
-# reuse or a refusal), so more than a couple of rounds means something is wrong.
-_MAX_ATTEMPTS = 3
+# A lost compare-and-swap means another request rotated, replayed or revoked the
+# session between our read and our write; re-reading settles it. Replays of one
+# generation by many tabs at once each write the replay log, so a few rounds are normal.
+_MAX_ATTEMPTS = 8
+
+
+@runtime_checkable
+class RefreshObserver(Protocol):
+    def refreshed(self, client_id: ClientId, outcome: RefreshOutcome) -> None:
+        """A presentation of a refresh token by `client_id` came to `outcome`, committed.
+        Called on the request path: it must be cheap and must not raise."""
+        ...
 
 
 class Refresher:
@@ -57,12 +71,20 @@ class Refresher:
         clock: Clock,
         config: EngineConfig,
         clients: ClientAuthenticator,
+        ending: SessionEnding,
+        observers: Sequence[RefreshObserver] = (),
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._clock = clock
         self._config = config
         self._clients = clients
+        self._ending = ending
+        self._observers = tuple(observers)
+
+    def _observe(self, client: Client, outcome: RefreshOutcome) -> None:
+        for observer in self._observers:
+            observer.refreshed(client.id, outcome)
 
     async def refresh(
         self,
@@ -80,9 +102,9 @@ class Refresher:
         """
         _may_refresh(client)
         # Rule 1: checksum and MAC before any database work.
-        claims = await self._tokens.decode_refresh(refresh_token)
+        claims = await self._decode(refresh_token, client)
         loaded = None
-        if requested_scope is None:
+        if requested_scope is None and self._rotates(client):
             attempted = await self._attempt(claims, client)
             if isinstance(attempted, Session):
                 return await self._issue_rotated(attempted, client)
@@ -105,10 +127,12 @@ class Refresher:
             claims = await self._tokens.decode_refresh(refresh_token)
         except InvalidGrant:
             # Nothing to read the client with: it is authenticated alone, and answers first.
-            _may_refresh(await self._clients.authenticate(credentials))
+            client = await self._clients.authenticate(credentials)
+            _may_refresh(client)
+            self._observe(client, RefreshOutcome.INVALID_TOKEN)
             raise
         known = self._clients.remembered(credentials.client_id)
-        if known is not None and requested_scope is None:
+        if known is not None and requested_scope is None and self._rotates(known):
             # The hot path, one round trip: authenticated against the client as this
             # process last read it, and the attempt's guard holds the database to that
             # very client (enabled, same secret), so nothing is read first.
@@ -125,6 +149,18 @@ class Refresher:
         client = await self._clients.check(credentials, read.client)
         _may_refresh(client)
         return await self._rotate(claims, client, _loaded(read), requested_scope, context)
+
+    async def _decode(self, refresh_token: str, client: Client) -> RefreshClaims:
+        try:
+            return await self._tokens.decode_refresh(refresh_token)
+        except InvalidGrant:
+            self._observe(client, RefreshOutcome.INVALID_TOKEN)
+            raise
+
+    def _rotates(self, client: Client) -> bool:
+        """Whether the one-round-trip attempt may serve `client`: it rotates, and a
+        client whose tokens do not rotate must not be rotated."""
+        return self._config.rotation_policy(client).rotate
 
     async def _attempt(self, claims: RefreshClaims, client: Client) -> Attempted:
         """Rotate `claims` if the session is exactly as a rotation needs it, reading and
@@ -144,6 +180,7 @@ class Refresher:
     async def _issue_rotated(self, rotated: Session, client: Client) -> IssuedTokens:
         """The tokens of a rotation the store committed: the successor's refresh token,
         an access token of the session's scope (no narrower scope was asked for)."""
+        self._observe(client, RefreshOutcome.ROTATED)
         return await self._issue(rotated, client, rotated.generation, rotated.scope)
 
     async def _issue(
@@ -167,6 +204,7 @@ class Refresher:
             if attempt or loaded is None:
                 loaded = await self._store.get_session_with_user(claims.session_id)
             if loaded is None or not self._tokens.salt_matches(claims, loaded[0]):
+                self._observe(client, RefreshOutcome.INVALID_TOKEN)
                 raise InvalidGrant(detail="unknown session")
             session, user = loaded
             now = self._clock.now()
@@ -177,31 +215,78 @@ class Refresher:
                 self._config.rotation_policy(client),
                 now,
             )
-            match decision:
-                case Refuse(why=why):
-                    await self._alert(why, session, claims.generation, client, context)
-                    if why is Refusal.SCOPE_TOO_WIDE:
-                        raise InvalidScope
-                    raise InvalidGrant(detail=why.value)
-                case Revoke(reason=reason):
-                    await self._revoke(session, reason, claims.generation, context)
-                    raise InvalidGrant(detail=reason.value)
-                case Replay(generation=generation, scope=scope):
-                    return await self._issue(session, client, generation, scope)
-                case Rotate() as rotate:
-                    advanced = await self._store.advance_generation(
-                        session.id, rotate.from_generation, now, rotate.idle_expires_at
-                    )
-                    if advanced:
-                        # Committed: only now may the successor leave this process.
-                        rotated = _rotated(session, rotate, now)
-                        return await self._issue(
-                            rotated, client, rotate.to_generation, rotate.scope
-                        )
-                    # Lost the race: re-read; this presentation is now a replay.
-                case _:
-                    assert_never(decision)
+            issued = await self._settle(decision, session, claims, client, now, context)
+            if issued is not None:
+                return issued
         raise InvalidGrant(detail="rotation contention")
+
+    async def _settle(
+        self,
+        decision: Decision,
+        session: Session,
+        claims: RefreshClaims,
+        client: Client,
+        now: datetime,
+        context: RequestContext,
+    ) -> IssuedTokens | None:
+        """Commit `decision` and mint, or raise; None when the session moved since it
+        was read (the caller reads again and decides again)."""
+        match decision:
+            case Refuse(why=why):
+                await self._alert(why, session, claims.generation, client, context)
+                self._observe(client, outcome_of(decision))
+                if why is Refusal.SCOPE_TOO_WIDE:
+                    raise InvalidScope
+                raise InvalidGrant(detail=why.value)
+            case Revoke(reason=reason):
+                await self._revoke(session, reason, claims.generation, context)
+                self._observe(client, outcome_of(decision))
+                raise InvalidGrant(detail=reason.value)
+            case Replay(generation=generation, scope=scope, outcome=outcome, log=log):
+                event = self._replayed(session, claims.generation, outcome, context)
+                if not await self._store.record_replay(session.id, session.replays, log, event):
+                    return None  # another replay or a revocation came first
+                self._observe(client, outcome)
+                return await self._issue(session, client, generation, scope)
+            case Keep(generation=generation, idle_expires_at=idle, scope=scope):
+                if not await self._store.keep_session(session.id, generation, now, idle):
+                    return None  # revoked in between, or rotated under another policy
+                self._observe(client, RefreshOutcome.KEPT)
+                kept = replace(session, last_used_at=now, idle_expires_at=idle)
+                return await self._issue(kept, client, generation, scope)
+            case Rotate() as rotate:
+                advanced = await self._store.advance_generation(
+                    session.id, rotate.from_generation, now, rotate.idle_expires_at
+                )
+                if not advanced:
+                    return None  # lost the race: this presentation is now a replay
+                # Committed: only now may the successor leave this process.
+                self._observe(client, RefreshOutcome.ROTATED)
+                rotated = _rotated(session, rotate, now)
+                return await self._issue(rotated, client, rotate.to_generation, rotate.scope)
+            case _:
+                assert_never(decision)
+
+    def _replayed(
+        self,
+        session: Session,
+        generation: int,
+        outcome: RefreshOutcome,
+        context: RequestContext,
+    ) -> SecurityEvent:
+        """The audit event of a replay: every replay is on the record, so an operator
+        sees a session that replays on every rotation (and `sessions explain` shows it)."""
+        return SecurityEvent(
+            type=EventType.REFRESH_REPLAYED,
+            at=self._clock.now(),
+            user_id=session.user_id,
+            client_id=session.client_id,
+            session_id=session.id,
+            generation=generation,
+            reason=outcome.value,
+            device=context.device,
+            detail=f"live generation {session.generation}",
+        )
 
     async def _revoke(
         self,
@@ -210,23 +295,10 @@ class Refresher:
         generation: int,
         context: RequestContext,
     ) -> None:
-        now = self._clock.now()
-        is_reuse = reason is RevocationReason.REUSE_DETECTED
-        event = SecurityEvent(
-            type=EventType.REUSE_DETECTED if is_reuse else EventType.SESSION_REVOKED,
-            at=now,
-            user_id=session.user_id,
-            client_id=session.client_id,
-            session_id=session.id,
-            generation=generation,
-            reason=reason.value,
-            device=context.device,
-            detail=f"live generation {session.generation}" if is_reuse else None,
+        detail = f"live generation {session.generation}" if reason.signals_theft else None
+        await self._ending.end(
+            session, reason, context=context, generation=generation, detail=detail
         )
-        if is_reuse and self._config.reuse_revokes is ReuseScope.USER:
-            await self._store.revoke_user_sessions(session.user_id, reason, now, event)
-        else:
-            await self._store.revoke_session(session.id, reason, now, event)
 
     async def _alert(
         self,

@@ -8,16 +8,25 @@ import asyncio
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidGrant, InvalidRequest, LoginFailed, NotFound
 from keyturn.core.ids import ClientId, SessionId, UserId
-from keyturn.core.models import Client, RevocationReason, Session
+from keyturn.core.models import Client, EndedSession, RevocationReason, Session
 from keyturn.core.ports import Clock, Store
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
 from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.ending import SessionEnding
 from keyturn.service.tokens import Tokens
 
 
 class Sessions:
-    def __init__(self, store: Store, tokens: Tokens, passwords: Passwords, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        passwords: Passwords,
+        clock: Clock,
+        ending: SessionEnding,
+    ) -> None:
         self._store = store
+        self._ending = ending
         self._tokens = tokens
         self._passwords = passwords
         self._clock = clock
@@ -54,24 +63,9 @@ class Sessions:
         session: Session,
         reason: RevocationReason,
         context: RequestContext = NO_CONTEXT,
-    ) -> bool:
-        """Revoke `session` (committed before returning). True if this call ended it."""
-        now = self._clock.now()
-        return await self._store.revoke_session(
-            session.id,
-            reason,
-            now,
-            SecurityEvent(
-                type=EventType.SESSION_REVOKED,
-                at=now,
-                user_id=session.user_id,
-                client_id=session.client_id,
-                session_id=session.id,
-                generation=session.generation,
-                reason=reason.value,
-                device=context.device,
-            ),
-        )
+    ) -> list[EndedSession]:
+        """End `session` (committed before returning); returns what this call ended."""
+        return await self._ending.end(session, reason, context=context)
 
     async def end_by_id(
         self,
@@ -96,24 +90,9 @@ class Sessions:
         *,
         keep: SessionId | None = None,
         context: RequestContext = NO_CONTEXT,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """End every live session of the user except `keep`, in one transaction."""
-        now = self._clock.now()
-        return await self._store.revoke_user_sessions(
-            user_id,
-            reason,
-            now,
-            SecurityEvent(
-                type=EventType.SESSION_REVOKED,
-                at=now,
-                user_id=user_id,
-                session_id=keep,
-                reason=reason.value,
-                device=context.device,
-                detail="all sessions" if keep is None else "all other sessions",
-            ),
-            keep=keep,
-        )
+        return await self._ending.end_all(user_id, reason, keep=keep, context=context)
 
     async def list_for(self, user_id: UserId) -> list[Session]:
         """The user's live sessions, newest first."""
@@ -132,7 +111,7 @@ class Sessions:
         *,
         keep: SessionId | None,
         context: RequestContext = NO_CONTEXT,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         """Change the password after checking the current one; ends every session of
         the user but `keep` (the one making the change). Returns the ended sessions."""
         if max(len(current_password), len(new_password)) > MAX_PASSWORD_LENGTH:

@@ -16,6 +16,7 @@ from keyturn.core.models import (
     Attempted,
     AuthorizationCode,
     Client,
+    EndedSession,
     Presentation,
     RevocationReason,
     RotationAttempt,
@@ -23,6 +24,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.core.rotation import attempt_holds, attempted_session
 
 
@@ -41,14 +43,14 @@ class MemoryStore:
 
     def _revoke_where(
         self, match: object, reason: RevocationReason, at: datetime, keep: SessionId | None
-    ) -> list[SessionId]:
-        ended: list[SessionId] = []
+    ) -> list[EndedSession]:
+        ended: list[EndedSession] = []
         for sid, session in self._sessions.items():
             if session.revoked or sid == keep:
                 continue
             if match in (session.user_id, session.client_id):
                 self._sessions[sid] = replace(session, revoked_at=at, revoked_reason=reason)
-                ended.append(sid)
+                ended.append(EndedSession(sid, session.client_id))
         return ended
 
     # Users
@@ -71,7 +73,7 @@ class MemoryStore:
 
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         async with self._lock:
             user = self._users.get(user_id)
             if user is None:
@@ -88,7 +90,7 @@ class MemoryStore:
         at: datetime,
         keep: SessionId | None,
         event: SecurityEvent,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         async with self._lock:
             user = self._users.get(user_id)
             if user is None:
@@ -118,9 +120,19 @@ class MemoryStore:
     async def list_clients(self) -> list[Client]:
         return sorted(self._clients.values(), key=lambda c: c.id)
 
+    async def set_client_rotation(
+        self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
+    ) -> None:
+        async with self._lock:
+            client = self._clients.get(client_id)
+            if client is None:
+                raise NotFound("No such client.")
+            self._clients[client_id] = replace(client, rotation=rotation)
+            self._record(event)
+
     async def disable_client(
         self, client_id: ClientId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         async with self._lock:
             client = self._clients.get(client_id)
             if client is None:
@@ -184,20 +196,43 @@ class MemoryStore:
             )
             return True
 
+    async def record_replay(
+        self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
+    ) -> bool:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.revoked or session.replays != read:
+                return False
+            self._sessions[session_id] = replace(session, replays=log)
+            self._record(event)
+            return True
+
+    async def keep_session(
+        self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
+    ) -> bool:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.revoked or session.generation != generation:
+                return False
+            self._sessions[session_id] = replace(
+                session, last_used_at=at, idle_expires_at=idle_expires_at
+            )
+            return True
+
     async def revoke_session(
         self,
         session_id: SessionId,
         reason: RevocationReason,
         at: datetime,
         event: SecurityEvent,
-    ) -> bool:
+    ) -> list[EndedSession]:
         async with self._lock:
             self._record(event)
             session = self._sessions.get(session_id)
             if session is None or session.revoked:
-                return False
+                return []
             self._sessions[session_id] = replace(session, revoked_at=at, revoked_reason=reason)
-            return True
+            return [EndedSession(session_id, session.client_id)]
 
     async def revoke_user_sessions(
         self,
@@ -206,7 +241,7 @@ class MemoryStore:
         at: datetime,
         event: SecurityEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         async with self._lock:
             ended = self._revoke_where(user_id, reason, at, keep)
             self._record(event)

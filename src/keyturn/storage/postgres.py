@@ -55,6 +55,7 @@ from keyturn.core.models import (
     AuthorizationCode,
     Client,
     Device,
+    EndedSession,
     Presentation,
     RevocationReason,
     RotationAttempt,
@@ -62,6 +63,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.storage import rows
 from keyturn.storage.batching import TurnBatcher
 from keyturn.storage.postgres_errors import connection_lost, may_repeat, translate
@@ -130,9 +132,9 @@ def _revoke_and_record(where: str) -> str:
 WITH ended AS (
     UPDATE sessions SET revoked_at = {_REVOKED_AT}, revoked_reason = {_REASON}
     WHERE revoked_at IS NULL AND {where}
-    RETURNING id
+    RETURNING id, client_id
 ), recorded AS ({_INSERT_EVENT})
-SELECT id FROM ended
+SELECT id, client_id FROM ended
 """  # noqa: S608 - `where` is one of this module's fixed clauses
 
 
@@ -143,7 +145,7 @@ _REVOKE_USER_SESSIONS = _revoke_and_record(
 # Inside the state-changing transactions: $1 revoked_at, $2 reason, then the keys.
 _REVOKE_LIVE = (
     "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 "
-    "WHERE revoked_at IS NULL AND {where} RETURNING id"
+    "WHERE revoked_at IS NULL AND {where} RETURNING id, client_id"
 )
 
 _SESSION_WITH_USER = rows.SESSION_WITH_USER.format(param="$1")
@@ -159,6 +161,34 @@ _PRESENTATION = rows.PRESENTATION.format(client="$1", session="$2")
 _ADVANCE = """
 UPDATE sessions
 SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $4
+WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
+"""
+
+# The event's parameters as a SELECT list: outside VALUES, PostgreSQL would take the
+# untyped parameters as text.
+_EVENT_SELECT = ", ".join(
+    f"${i}::{ {'at': 'timestamptz', 'generation': 'int8'}.get(c, 'text') }"
+    for i, c in enumerate(rows.EVENT_COLUMNS, 1)
+)
+
+# A replay answered: the log written only if it is still as read (concurrent replays
+# each count on the log the one before wrote), and its audit row with it. $1..$11 the
+# event, then the session, the log as read, the log to write.
+_RECORD_REPLAY = f"""
+WITH logged AS (
+    UPDATE sessions SET replay_newest = ${_EVENT_ARGS + 4}, replay_bits = ${_EVENT_ARGS + 5}
+    WHERE id = ${_EVENT_ARGS + 1} AND replay_newest = ${_EVENT_ARGS + 2}
+      AND replay_bits = ${_EVENT_ARGS + 3} AND revoked_at IS NULL
+    RETURNING id
+), recorded AS (
+    INSERT INTO audit_events ({", ".join(rows.EVENT_COLUMNS)})
+    SELECT {_EVENT_SELECT} WHERE EXISTS (SELECT 1 FROM logged)
+)
+SELECT count(*) FROM logged
+"""  # noqa: S608 - fixed names
+
+_KEEP = """
+UPDATE sessions SET last_used_at = $3, idle_expires_at = $4
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
 
@@ -205,7 +235,7 @@ moved AS (
         idle_expires_at = LEAST(a.idle_until, s.absolute_expires_at)
     FROM attempt a, users u, clients c
     WHERE s.id = a.session_id AND s.generation = a.generation AND s.salt = a.salt
-      AND s.client_id = a.client_id
+      AND s.client_id = a.client_id AND s.dpop_jkt IS NULL
       AND s.revoked_at IS NULL AND a.at < s.absolute_expires_at AND a.at < s.idle_expires_at
       AND u.id = s.user_id AND u.enabled
       AND u.password_changed_at <= COALESCE(s.authenticated_at, s.created_at)
@@ -332,6 +362,10 @@ def _storable_event(event: SecurityEvent) -> SecurityEvent:
 def _require_storable(values: Sequence[Any], what: str) -> None:
     if not rows.storable(*values):
         raise InvalidRequest(f"The {what} holds a character that cannot be stored.")
+
+
+def _ended(found: Sequence[asyncpg.Record]) -> list[EndedSession]:
+    return [EndedSession(SessionId(r["id"]), ClientId(r["client_id"])) for r in found]
 
 
 def _event_values(event: SecurityEvent) -> tuple[Any, ...]:
@@ -483,18 +517,17 @@ class PostgresStore:
 
         return await self._run(fetch, read=True)
 
-    async def _ids(self, sql: str, *args: Any) -> list[SessionId]:
-        async def fetch(conn: Conn) -> list[SessionId]:
-            return [SessionId(r["id"]) for r in await conn.fetch(sql, *args)]
+    async def _ended(self, sql: str, *args: Any) -> list[EndedSession]:
+        async def fetch(conn: Conn) -> list[EndedSession]:
+            return _ended(await conn.fetch(sql, *args))
 
         return await self._run(fetch)
 
     @staticmethod
     async def _revoke_live(
         conn: Conn, where: str, keys: Sequence[Any], reason: RevocationReason, at: datetime
-    ) -> list[SessionId]:
-        found = await conn.fetch(_REVOKE_LIVE.format(where=where), at, reason.value, *keys)
-        return [SessionId(r["id"]) for r in found]
+    ) -> list[EndedSession]:
+        return _ended(await conn.fetch(_REVOKE_LIVE.format(where=where), at, reason.value, *keys))
 
     # Users
 
@@ -524,11 +557,11 @@ class PostgresStore:
 
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         if not rows.storable(user_id):
             raise NotFound("No such user.")
 
-        async def work(conn: Conn) -> list[SessionId]:
+        async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute("UPDATE users SET enabled = false WHERE id = $1", user_id)
             if status != "UPDATE 1":
                 raise NotFound("No such user.")
@@ -547,14 +580,14 @@ class PostgresStore:
         at: datetime,
         keep: SessionId | None,
         event: SecurityEvent,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         if not rows.storable(user_id):
             raise NotFound("No such user.")
         _require_storable((password_hash,), "password hash")
         # A `keep` that cannot be stored names no session: every session ends.
         kept = keep if rows.storable(keep) else None
 
-        async def work(conn: Conn) -> list[SessionId]:
+        async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute(
                 "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3",
                 password_hash,
@@ -611,13 +644,31 @@ class PostgresStore:
         found = await self._all("SELECT * FROM clients ORDER BY id")
         return [rows.client_from(r, from_db) for r in found]
 
-    async def disable_client(
-        self, client_id: ClientId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
+    async def set_client_rotation(
+        self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
+    ) -> None:
         if not rows.storable(client_id):
             raise NotFound("No such client.")
 
-        async def work(conn: Conn) -> list[SessionId]:
+        async def work(conn: Conn) -> None:
+            status = await conn.execute(
+                "UPDATE clients SET rotation = $2 WHERE id = $1",
+                client_id,
+                rows.rotation_json(rotation),
+            )
+            if status != "UPDATE 1":
+                raise NotFound("No such client.")
+            await conn.execute(_INSERT_EVENT, *_event_values(event))
+
+        await self._tx(work)
+
+    async def disable_client(
+        self, client_id: ClientId, at: datetime, event: SecurityEvent
+    ) -> list[EndedSession]:
+        if not rows.storable(client_id):
+            raise NotFound("No such client.")
+
+        async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute(
                 "UPDATE clients SET enabled = false WHERE id = $1", client_id
             )
@@ -700,20 +751,47 @@ class PostgresStore:
         )
         return status == "UPDATE 1"
 
+    async def record_replay(
+        self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
+    ) -> bool:
+        if not rows.storable(session_id):
+            return False
+        count = await self._run(
+            lambda conn: conn.fetchval(
+                _RECORD_REPLAY,
+                *_event_values(event),
+                session_id,
+                read.newest,
+                read.bits,
+                log.newest,
+                log.bits,
+            )
+        )
+        return bool(count)
+
+    async def keep_session(
+        self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
+    ) -> bool:
+        if not rows.storable(session_id):
+            return False
+        status = await self._run(
+            lambda conn: conn.execute(_KEEP, session_id, generation, at, idle_expires_at)
+        )
+        return status == "UPDATE 1"
+
     async def revoke_session(
         self,
         session_id: SessionId,
         reason: RevocationReason,
         at: datetime,
         event: SecurityEvent,
-    ) -> bool:
+    ) -> list[EndedSession]:
         if not rows.storable(session_id):
             await self.record(event)
-            return False
-        ended = await self._ids(
+            return []
+        return await self._ended(
             _REVOKE_SESSION, *_event_values(event), at, reason.value, session_id
         )
-        return bool(ended)
 
     async def revoke_user_sessions(
         self,
@@ -722,12 +800,12 @@ class PostgresStore:
         at: datetime,
         event: SecurityEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         if not rows.storable(user_id):
             await self.record(event)
             return []
         kept = keep if rows.storable(keep) else None
-        return await self._ids(
+        return await self._ended(
             _REVOKE_USER_SESSIONS, *_event_values(event), at, reason.value, user_id, kept
         )
 

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from keyturn.core.audit import SecurityEvent
 from keyturn.core.ids import SessionId
-from keyturn.core.models import RevocationReason
+from keyturn.core.models import EndedSession, RevocationReason
 
 log = logging.getLogger("keyturn.revocations")
 
@@ -34,15 +34,15 @@ class RedisRevocationChannel:
         self.channel = channel
 
     async def revoked(
-        self, session_ids: Sequence[SessionId], reason: RevocationReason, at: datetime
+        self, ended: Sequence[EndedSession], reason: RevocationReason, at: datetime
     ) -> None:
         message = json.dumps(
-            {"sids": list(session_ids), "revoked_at": at.timestamp(), "reason": reason.value}
+            {"sids": [e.id for e in ended], "revoked_at": at.timestamp(), "reason": reason.value}
         )
         try:
             await self._redis.publish(self.channel, message)
         except self._failures as error:
-            log.warning("could not announce %d revocations on redis: %s", len(session_ids), error)
+            log.warning("could not announce %d revocations on redis: %s", len(ended), error)
 
     async def rotated(self, session_id: SessionId) -> None:  # noqa: ARG002 - not announced
         return None

@@ -27,6 +27,15 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import (
+    ClientKind,
+    ReplayBudget,
+    ReplayLog,
+    RotationSettings,
+    format_budget,
+    format_window,
+    parse_window,
+)
 from keyturn.core.scopes import format_scope
 
 
@@ -43,12 +52,13 @@ USER_COLUMNS = ("id", "username", "password_hash", "enabled", "created_at", "pas
 CLIENT_COLUMNS = (
     "id", "type", "secret_hash", "redirect_uris", "grant_types", "scope", "delivery",
     "audience", "access_token_ttl", "session_idle_ttl", "session_max_ttl", "enabled",
-    "created_at", "allowed_origins", "can_introspect",
+    "created_at", "allowed_origins", "can_introspect", "rotation",
 )  # fmt: skip
 SESSION_COLUMNS = (
     "id", "user_id", "client_id", "scope", "salt", "generation", "mac_key_id", "created_at",
     "authenticated_at", "last_used_at", "rotated_at", "idle_expires_at",
     "absolute_expires_at", "revoked_at", "revoked_reason", "user_agent", "ip", "device_name",
+    "replay_newest", "replay_bits", "dpop_jkt",
 )  # fmt: skip
 CODE_COLUMNS = (
     "code_hash", "client_id", "user_id", "redirect_uri", "redirect_uri_given",
@@ -134,6 +144,7 @@ def client_values(client: Client, to_db: ToDb) -> tuple[Any, ...]:
         to_db(client.created_at),
         json.dumps(list(client.allowed_origins)),
         client.can_introspect,
+        rotation_json(client.rotation),
     )
 
 
@@ -174,6 +185,37 @@ def _parse_client(row: Row, from_db: FromDb, prefix: str) -> Client:
         created_at=from_db(row[p + "created_at"]),
         allowed_origins=tuple(json.loads(row[p + "allowed_origins"])),
         can_introspect=bool(row[p + "can_introspect"]),
+        rotation=rotation_from_json(row[p + "rotation"]),
+    )
+
+
+def rotation_json(settings: RotationSettings) -> str:
+    """A client's rotation policy as the `clients.rotation` column holds it: only what
+    was set, so a preset changed in a later release reaches the clients of that kind."""
+    held: dict[str, Any] = {}
+    if settings.kind is not None:
+        held["kind"] = settings.kind.value
+    if settings.retry_window is not None:
+        held["retry_window"] = format_window(settings.retry_window)
+    if settings.replay_budget is not None:
+        held["replay_budget"] = format_budget(settings.replay_budget)
+    if settings.rotate is not None:
+        held["rotate"] = settings.rotate
+    if settings.same_key_generations is not None:
+        held["same_key_generations"] = settings.same_key_generations
+    return json.dumps(held, sort_keys=True)
+
+
+def rotation_from_json(text: str) -> RotationSettings:
+    held = json.loads(text)
+    window = held.get("retry_window")
+    budget = held.get("replay_budget")
+    return RotationSettings(
+        kind=ClientKind(held["kind"]) if "kind" in held else None,
+        retry_window=None if window is None else parse_window(window),
+        replay_budget=None if budget is None else ReplayBudget.parse(budget),
+        rotate=held.get("rotate"),
+        same_key_generations=held.get("same_key_generations"),
     )
 
 
@@ -197,6 +239,9 @@ def session_values(session: Session, to_db: ToDb) -> tuple[Any, ...]:
         session.device.user_agent,
         session.device.ip,
         session.device.name,
+        session.replays.newest,
+        session.replays.bits,
+        session.dpop_jkt,
     )
 
 
@@ -223,6 +268,8 @@ def session_from(row: Row, from_db: FromDb, prefix: str = "") -> Session:
         device=Device(
             user_agent=row[p + "user_agent"], ip=row[p + "ip"], name=row[p + "device_name"]
         ),
+        replays=ReplayLog(int(row[p + "replay_newest"]), int(row[p + "replay_bits"])),
+        dpop_jkt=row[p + "dpop_jkt"],
     )
 
 

@@ -35,6 +35,7 @@ from keyturn.core.models import (
     Attempted,
     AuthorizationCode,
     Client,
+    EndedSession,
     Presentation,
     RevocationReason,
     RotationAttempt,
@@ -42,6 +43,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.storage import rows
 
 T = TypeVar("T")
@@ -89,7 +91,7 @@ _ATTEMPT = """
 UPDATE sessions
 SET generation = ?1 + 1, rotated_at = ?5, last_used_at = ?5,
     idle_expires_at = MIN(?6, absolute_expires_at)
-WHERE id = ?2 AND generation = ?1 AND salt = ?4 AND client_id = ?3
+WHERE id = ?2 AND generation = ?1 AND salt = ?4 AND client_id = ?3 AND dpop_jkt IS NULL
   AND revoked_at IS NULL AND ?5 < absolute_expires_at AND ?5 < idle_expires_at
   AND EXISTS (
     SELECT 1 FROM users u WHERE u.id = sessions.user_id AND u.enabled
@@ -99,7 +101,7 @@ RETURNING *
 """
 _REVOKE_LIVE = (
     "UPDATE sessions SET revoked_at = ?, revoked_reason = ? "
-    "WHERE revoked_at IS NULL AND {where} RETURNING id"
+    "WHERE revoked_at IS NULL AND {where} RETURNING id, client_id"
 )
 
 
@@ -243,9 +245,9 @@ class SqliteStore:
         args: tuple[Any, ...],
         reason: RevocationReason,
         at: datetime,
-    ) -> list[SessionId]:
+    ) -> list[EndedSession]:
         found = db.execute(_REVOKE_LIVE.format(where=where), (to_db(at), reason.value, *args))
-        return [SessionId(r["id"]) for r in found.fetchall()]
+        return [EndedSession(SessionId(r["id"]), ClientId(r["client_id"])) for r in found]
 
     # Users
 
@@ -282,8 +284,8 @@ class SqliteStore:
 
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
-        def work(db: sqlite3.Connection) -> list[SessionId]:
+    ) -> list[EndedSession]:
+        def work(db: sqlite3.Connection) -> list[EndedSession]:
             if db.execute("UPDATE users SET enabled = 0 WHERE id = ?", (user_id,)).rowcount != 1:
                 raise NotFound("No such user.")
             ended = self._revoke(db, "user_id = ?", (user_id,), RevocationReason.USER_DISABLED, at)
@@ -299,8 +301,8 @@ class SqliteStore:
         at: datetime,
         keep: SessionId | None,
         event: SecurityEvent,
-    ) -> list[SessionId]:
-        def work(db: sqlite3.Connection) -> list[SessionId]:
+    ) -> list[EndedSession]:
+        def work(db: sqlite3.Connection) -> list[EndedSession]:
             changed = db.execute(
                 "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
                 (password_hash, to_db(at), user_id),
@@ -350,10 +352,24 @@ class SqliteStore:
             for r in await self._all("SELECT * FROM clients ORDER BY id")
         ]
 
+    async def set_client_rotation(
+        self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
+    ) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            changed = db.execute(
+                "UPDATE clients SET rotation = ? WHERE id = ?",
+                (rows.rotation_json(rotation), client_id),
+            )
+            if changed.rowcount != 1:
+                raise NotFound("No such client.")
+            self._event(db, event)
+
+        await self._write(work)
+
     async def disable_client(
         self, client_id: ClientId, at: datetime, event: SecurityEvent
-    ) -> list[SessionId]:
-        def work(db: sqlite3.Connection) -> list[SessionId]:
+    ) -> list[EndedSession]:
+        def work(db: sqlite3.Connection) -> list[EndedSession]:
             changed = db.execute("UPDATE clients SET enabled = 0 WHERE id = ?", (client_id,))
             if changed.rowcount != 1:
                 raise NotFound("No such client.")
@@ -450,17 +466,48 @@ class SqliteStore:
 
         return await self._write(work, hot=True, one_statement=True)
 
+    async def record_replay(
+        self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            # Compare-and-swap on the log as read: of concurrent replays, each counts
+            # on the log the one before it wrote, never on a stale copy.
+            changed = db.execute(
+                "UPDATE sessions SET replay_newest = ?, replay_bits = ? "
+                "WHERE id = ? AND replay_newest = ? AND replay_bits = ? AND revoked_at IS NULL",
+                (log.newest, log.bits, session_id, read.newest, read.bits),
+            )
+            if changed.rowcount != 1:
+                return False
+            self._event(db, event)
+            return True
+
+        return await self._write(work, hot=True)
+
+    async def keep_session(
+        self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
+                "UPDATE sessions SET last_used_at = ?, idle_expires_at = ? "
+                "WHERE id = ? AND generation = ? AND revoked_at IS NULL",
+                (to_db(at), to_db(idle_expires_at), session_id, generation),
+            )
+            return changed.rowcount == 1
+
+        return await self._write(work, hot=True, one_statement=True)
+
     async def revoke_session(
         self,
         session_id: SessionId,
         reason: RevocationReason,
         at: datetime,
         event: SecurityEvent,
-    ) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
+    ) -> list[EndedSession]:
+        def work(db: sqlite3.Connection) -> list[EndedSession]:
             ended = self._revoke(db, "id = ?", (session_id,), reason, at)
             self._event(db, event)
-            return bool(ended)
+            return ended
 
         return await self._write(work, hot=True)
 
@@ -471,8 +518,8 @@ class SqliteStore:
         at: datetime,
         event: SecurityEvent,
         keep: SessionId | None = None,
-    ) -> list[SessionId]:
-        def work(db: sqlite3.Connection) -> list[SessionId]:
+    ) -> list[EndedSession]:
+        def work(db: sqlite3.Connection) -> list[EndedSession]:
             ended = self._revoke(db, "user_id = ? AND id IS NOT ?", (user_id, keep), reason, at)
             self._event(db, event)
             return ended

@@ -96,9 +96,9 @@ async def test_the_second_use_ends_the_session_as_code_reused(
     assert issued.session_id is not None
     session = await engine.store.get_session(issued.session_id)
     assert session is not None
-    assert session.revoked_reason is RevocationReason.CODE_REUSED
+    assert session.revoked_reason is RevocationReason.CODE_REPLAYED
     reuse = await engine.store.list_events(type=EventType.REUSE_DETECTED.value)
-    assert [e.event.reason for e in reuse] == ["code_reused"]
+    assert [e.event.reason for e in reuse] == ["code_replayed"]
 
 
 async def test_the_session_keeps_when_the_user_signed_in(

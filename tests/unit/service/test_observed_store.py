@@ -11,7 +11,7 @@ import pytest
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
-from keyturn.core.models import Client, ClientType, GrantType, RevocationReason
+from keyturn.core.models import Client, ClientType, EndedSession, GrantType, RevocationReason
 from keyturn.crypto.pkce import s256
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
@@ -28,9 +28,9 @@ class Recorder:
         self.rotations += 1
 
     async def revoked(
-        self, session_ids: Sequence[SessionId], reason: RevocationReason, at: datetime
+        self, ended: Sequence[EndedSession], reason: RevocationReason, at: datetime
     ) -> None:
-        self.ended.append((list(session_ids), reason))
+        self.ended.append(([e.id for e in ended], reason))
 
     async def recorded(self, event: SecurityEvent) -> None:
         self.events.append(event.type)
@@ -76,14 +76,14 @@ async def test_reuse_is_announced_and_rotations_counted(world: World) -> None:
     assert world.recorder.rotations == 2
     with pytest.raises(InvalidGrant):
         await world.engine.refresher.refresh(first.refresh_token or "", world.native)
-    assert world.last() == ([first.session_id], RevocationReason.REUSE_DETECTED)
+    assert world.last() == ([first.session_id], RevocationReason.REUSE_OUTSIDE_WINDOW)
     assert EventType.REUSE_DETECTED in world.recorder.events
 
 
 async def test_admin_password_and_disabling(world: World) -> None:
     admin_ended = await world.login()
     await world.engine.admin.revoke_session(admin_ended.session_id or "")
-    assert world.last() == ([admin_ended.session_id], RevocationReason.ADMIN)
+    assert world.last() == ([admin_ended.session_id], RevocationReason.ADMIN_REVOKED)
     kept, other = await world.login("bob"), await world.login("bob")
     bob = await world.engine.store.find_user("bob")
     assert bob is not None
@@ -129,7 +129,7 @@ async def test_a_second_use_of_a_code_is_announced(world: World) -> None:
     issued = await engine.authorization.exchange(app, code, None, verifier)
     with pytest.raises(InvalidGrant):
         await engine.authorization.exchange(app, code, None, verifier)
-    assert world.last() == ([issued.session_id], RevocationReason.CODE_REUSED)
+    assert world.last() == ([issued.session_id], RevocationReason.CODE_REPLAYED)
 
 
 async def test_nothing_is_announced_for_what_did_not_change(world: World) -> None:

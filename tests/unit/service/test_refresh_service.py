@@ -90,9 +90,9 @@ async def test_rt04_reuse_after_grace_ends_the_session_and_is_committed(world: W
     world.clock.advance(11)
     with pytest.raises(InvalidGrant) as refused:
         await world.refresh(first.refresh_token)
-    assert refused.value.detail == RevocationReason.REUSE_DETECTED.value
+    assert refused.value.detail == RevocationReason.REUSE_OUTSIDE_WINDOW.value
     session = await world.session(second)
-    assert session.revoked_reason is RevocationReason.REUSE_DETECTED
+    assert session.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
     # I3: every later presentation of any of its tokens fails.
     for token in (first.refresh_token, second.refresh_token):
         with pytest.raises(InvalidGrant):
@@ -213,7 +213,7 @@ async def test_disabled_user_cannot_refresh_and_all_sessions_end(world: World) -
     a = await world.login()
     b = await world.login()
     ended = await world.engine.admin.disable_user("alice")
-    assert set(ended) == {a.session_id, b.session_id}
+    assert {e.id for e in ended} == {a.session_id, b.session_id}
     with pytest.raises(InvalidGrant):
         await world.refresh(a.refresh_token)
     with pytest.raises(LoginFailed):
@@ -232,7 +232,7 @@ async def test_password_change_ends_every_other_session_and_keeps_this_one(
         "an entirely new passphrase",
         keep=this.session_id,
     )
-    assert ended == [other.session_id]
+    assert [e.id for e in ended] == [other.session_id]
     world.clock.advance(1)
     assert (await world.refresh(this.refresh_token)).refresh_token
     with pytest.raises(InvalidGrant):
@@ -278,7 +278,7 @@ async def test_logout_all_ends_every_session_of_the_user(world: World) -> None:
     b = await world.login(world.conf)
     user_id = (await world.session(a)).user_id
     ended = await world.engine.sessions.end_all(user_id)
-    assert set(ended) == {a.session_id, b.session_id}
+    assert {e.id for e in ended} == {a.session_id, b.session_id}
     assert await world.engine.sessions.list_for(user_id) == []
 
 
@@ -337,7 +337,7 @@ async def test_login_presenting_a_live_older_token_supersedes_that_session(
         "alice", PASSWORD, world.native, previous_refresh_token=old.refresh_token
     )
     assert new.session_id != old.session_id
-    assert (await world.session(old)).revoked_reason is RevocationReason.SUPERSEDED
+    assert (await world.session(old)).revoked_reason is RevocationReason.SUPERSEDED_AT_LOGIN
 
 
 async def test_login_presenting_a_token_reused_after_grace_counts_as_reuse(
@@ -349,7 +349,7 @@ async def test_login_presenting_a_token_reused_after_grace_counts_as_reuse(
     await world.engine.login.login(
         "alice", PASSWORD, world.native, previous_refresh_token=old.refresh_token
     )
-    assert (await world.session(old)).revoked_reason is RevocationReason.REUSE_DETECTED
+    assert (await world.session(old)).revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
 
 
 async def test_login_ignores_a_garbage_previous_token(world: World) -> None:
@@ -371,7 +371,7 @@ async def test_reuse_revokes_user_ends_every_session_of_the_user() -> None:
             await engine.refresher.refresh(a.refresh_token or "", native.client)
         session_b = await engine.store.get_session(b.session_id)  # type: ignore[arg-type]
         assert session_b is not None
-        assert session_b.revoked_reason is RevocationReason.REUSE_DETECTED
+        assert session_b.revoked_reason is RevocationReason.REUSE_OUTSIDE_WINDOW
     finally:
         await engine.close()
 
