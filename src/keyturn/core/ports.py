@@ -233,6 +233,14 @@ class AuditLog(Protocol):
         """Events, oldest first, optionally of one type and at or after `since`."""
         ...
 
+    async def list_session_events(
+        self, session_id: SessionId, *, after_id: int | None, limit: int
+    ) -> list[RecordedEvent]:
+        """The events of one session, oldest first (by id): those with an id greater
+        than `after_id` (all when None), at most `limit` (keyset pagination). A session
+        id no store can hold (NUL, a lone surrogate) is a miss, never an error."""
+        ...
+
 
 class RateLimiter(Protocol):
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:

@@ -258,6 +258,11 @@ class ObservedStore:
     ) -> list[RecordedEvent]:
         return await self._store.list_events(type=type, since=since, limit=limit)
 
+    async def list_session_events(
+        self, session_id: SessionId, *, after_id: int | None, limit: int
+    ) -> list[RecordedEvent]:
+        return await self._store.list_session_events(session_id, after_id=after_id, limit=limit)
+
     # Connection
 
     async def ping(self) -> None:

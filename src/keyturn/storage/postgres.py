@@ -325,6 +325,10 @@ _LIST_EVENTS = {
     (False, True): "SELECT * FROM audit_events WHERE at >= $1 ORDER BY id LIMIT $2",
     (True, True): "SELECT * FROM audit_events WHERE type = $1 AND at >= $2 ORDER BY id LIMIT $3",
 }
+# One session's events after an id (ids start at 1), by the index on session_id.
+_LIST_SESSION_EVENTS = (
+    "SELECT * FROM audit_events WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+)
 
 
 # Text PostgreSQL cannot hold.
@@ -914,6 +918,14 @@ class PostgresStore:
         args = [value for value in (type, since) if value is not None]
         sql = _LIST_EVENTS[type is not None, since is not None]
         found = await self._all(sql, *args, limit)
+        return [rows.event_from(r, from_db) for r in found]
+
+    async def list_session_events(
+        self, session_id: SessionId, *, after_id: int | None, limit: int
+    ) -> list[RecordedEvent]:
+        if not rows.storable(session_id):
+            return []
+        found = await self._all(_LIST_SESSION_EVENTS, session_id, after_id or 0, limit)
         return [rows.event_from(r, from_db) for r in found]
 
     # Life cycle

@@ -666,6 +666,19 @@ class SqliteStore:
         )
         return [rows.event_from(r, from_db) for r in found]
 
+    async def list_session_events(
+        self, session_id: SessionId, *, after_id: int | None, limit: int
+    ) -> list[RecordedEvent]:
+        if not rows.storable(session_id):
+            return []
+        found = await self._all(
+            "SELECT * FROM audit_events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            session_id,
+            after_id or 0,  # ids start at 1
+            limit,
+        )
+        return [rows.event_from(r, from_db) for r in found]
+
     # Life cycle
 
     async def ping(self) -> None:
