@@ -20,6 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.core.policy import RotationSettings
 from keyturn.settings import Settings
 from keyturn.storage import upgrade
 from keyturn.wiring import open_engine
@@ -80,6 +81,8 @@ async def _seed(settings: Settings) -> None:
             grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
             scope=SCOPE,
             delivery=Delivery.BODY,
+            # Its own window over the server's 0: a replay to count beside the reuse.
+            rotation=RotationSettings(retry_window=10),
         )
     finally:
         await engine.close()
@@ -89,7 +92,7 @@ async def _seed(settings: Settings) -> None:
 def metered(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Metered]:
-    """A server with no grace window (any older token is reuse) and a metrics token."""
+    """A server with no default retry window, a client with one of 10 s, a metrics token."""
     env = {
         "KEYTURN_SECRET_KEY": SECRET,
         "KEYTURN_GRACE_SECONDS": "0",
@@ -129,26 +132,32 @@ def test_rotations_reuse_and_the_revoked_session_are_counted(metered: Metered) -
         rotated = refresh(metered, token)
         assert rotated.status_code == 200, rotated.text
         token = rotated.json()["refresh_token"]
-    assert refresh(metered, rt0).status_code == 400  # generation 0 after 3: reuse
+    assert refresh(metered, token).status_code == 200  # the live one: rotated once more
+    assert refresh(metered, token).status_code == 200  # now the parent, at once: a replay
+    assert refresh(metered, rt0).status_code == 400  # generation 0 after 4: reuse
+    assert refresh(metered, "kt_rt_garbage").status_code == 400
     after = metered.scrape()
 
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert grew("keyturn_refresh_rotations_total") == 3
+    assert grew("keyturn_refresh_rotations_total") == 4
     assert grew("keyturn_refresh_reuse_detections_total") == 1
-    assert grew("keyturn_sessions_revoked_total", reason="reuse_detected") == 1
+    native = {"client_id": "native"}
+    assert grew("keyturn_refresh_outcomes_total", **native, outcome="rotated") == 4
+    assert grew("keyturn_refresh_outcomes_total", **native, outcome="replayed_concurrent") == 1
+    assert grew("keyturn_refresh_outcomes_total", **native, outcome="reuse_outside_window") == 1
+    assert grew("keyturn_refresh_outcomes_total", **native, outcome="invalid_token") == 1
+    assert grew("keyturn_sessions_ended_total", **native, reason="reuse_outside_window") == 1
+    assert grew("keyturn_security_events_total", type="refresh_replayed") == 1
     assert grew("keyturn_logins_total", outcome="succeeded") == 1
     assert grew("keyturn_security_events_total", type="reuse_detected") == 1
     assert grew("keyturn_security_events_total", type="login_succeeded") == 1
     refreshes = {"route": "/auth/refresh", "method": "POST"}
-    assert grew("keyturn_http_requests_total", **refreshes, status="200") == 3
-    assert grew("keyturn_http_requests_total", **refreshes, status="400") == 1
+    assert grew("keyturn_http_requests_total", **refreshes, status="200") == 5
+    assert grew("keyturn_http_requests_total", **refreshes, status="400") == 2
     assert grew("keyturn_http_requests_total", route="/auth/login", method="POST", status="200")
-    assert grew("keyturn_http_request_duration_seconds_count", **refreshes) == 4
-    # Every revocation reason is exported from the start, at 0 until it happens.
-    assert value(after, "keyturn_sessions_revoked_total", reason="client_disabled") == 0
-    assert ("keyturn_sessions_revoked_total", frozenset({("reason", "admin")})) in after
+    assert grew("keyturn_http_request_duration_seconds_count", **refreshes) == 7
 
 
 def test_a_failed_login_is_counted(metered: Metered) -> None:

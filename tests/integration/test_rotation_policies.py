@@ -13,7 +13,14 @@ from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidGrant, NotFound
 from keyturn.core.ids import ClientId, SessionId
 from keyturn.core.models import Client, ClientType, Delivery, GrantType, RevocationReason, Session
-from keyturn.core.policy import NO_LIMIT, ClientKind, ReplayBudget, ReplayLog, RotationSettings
+from keyturn.core.policy import (
+    DEFAULT_BUDGET,
+    NO_LIMIT,
+    ClientKind,
+    ReplayBudget,
+    ReplayLog,
+    RotationSettings,
+)
 from keyturn.core.rotation import RefreshOutcome
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
@@ -154,7 +161,7 @@ async def test_a_lockstep_thief_is_caught_by_the_budget(world: World) -> None:
     """The victim and a thief with a copy of its token present every generation; one of
     them replays on every rotation. The session ends on the replay past the budget."""
     app = await world.client("app", RotationSettings(kind=ClientKind.NATIVE))
-    budget = ReplayBudget(6, 16)
+    budget = DEFAULT_BUDGET
     victim = await world.login(app)
     answered = 0
     for _ in range(budget.replays + 2):

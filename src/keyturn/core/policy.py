@@ -171,16 +171,22 @@ class Preset:
     same_key_generations: int
 
 
+DEFAULT_BUDGET = ReplayBudget(8, 16)
+"""At most 8 replayed generations of the last 16. A device that loses 5 % of its
+responses replays more than 8 of 16 about once in 60 million windows (binomial), so
+not once in 10,000 device-days of refreshes every 15 minutes; a thief in lockstep is
+caught by the 9th rotation he follows. docs/rotation-policies.md has the simulation."""
+
 PRESETS: dict[ClientKind, Preset] = {
     # A browser's tabs share one refresh through the kit; a response lost on a desktop
     # network is retried at once. A short window leaves a thief seconds to act.
-    ClientKind.BROWSER: Preset(10, ReplayBudget(4, 16), rotate=True, same_key_generations=1),
+    ClientKind.BROWSER: Preset(10, DEFAULT_BUDGET, rotate=True, same_key_generations=1),
     # A phone loses a response, is suspended for hours, retries when it wakes: no time
     # limit on the retry (FAPI 2.0), and the budget catches a thief who follows along.
-    ClientKind.NATIVE: Preset(NO_LIMIT, ReplayBudget(6, 16), rotate=True, same_key_generations=8),
+    ClientKind.NATIVE: Preset(NO_LIMIT, DEFAULT_BUDGET, rotate=True, same_key_generations=8),
     # Several processes of one agent share a token store and retry late; with DPoP they
     # share a key too, and key continuity answers their stale copies.
-    ClientKind.AGENT: Preset(NO_LIMIT, ReplayBudget(6, 16), rotate=True, same_key_generations=16),
+    ClientKind.AGENT: Preset(NO_LIMIT, DEFAULT_BUDGET, rotate=True, same_key_generations=16),
     # A confidential server authenticates every refresh with its secret.
     ClientKind.SERVICE: Preset(NO_LIMIT, NO_LIMIT, rotate=False, same_key_generations=0),
 }
