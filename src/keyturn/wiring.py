@@ -24,6 +24,7 @@ from keyturn.service.observed_store import ObservedStore, StoreObserver
 from keyturn.service.refresh import Refresher, RefreshObserver
 from keyturn.service.revocations import Revocations
 from keyturn.service.sessions import Sessions
+from keyturn.service.timeline import SessionTimelines
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
 from keyturn.storage import open_store, upgrade
@@ -62,6 +63,7 @@ class Engine:
     inspection: Inspection
     revocations: Revocations
     revocation_channel: RedisRevocationChannel | None
+    timelines: SessionTimelines
 
     async def close(self) -> None:
         await self.store.close()
@@ -170,6 +172,7 @@ async def open_engine(
         inspection=Inspection(store, tokens, the_clock, config),
         revocations=Revocations(store, the_clock, config),
         revocation_channel=channel,
+        timelines=SessionTimelines(store, the_clock),
         admin=Admin(
             store,
             tokens,
