@@ -28,6 +28,7 @@ class RaceSpec:
     schema: str | None
     grace_seconds: int
     tasks_per_process: int
+    client_id: str = "native"
 
 
 def worker(
@@ -46,7 +47,7 @@ async def _serve(
     engine = await engine_with(
         spec.database_url, schema=spec.schema, grace_seconds=spec.grace_seconds
     )
-    client = await engine.admin.get_client("native")
+    client = await engine.admin.get_client(spec.client_id)
     conn.send("ready")
     try:
         while True:
