@@ -52,8 +52,9 @@ EXPLANATIONS: dict[RevocationReason, str] = {
         "the session ended as stolen"
     ),
     RevocationReason.REPLAY_BUDGET_EXCEEDED: (
-        "more replayed generations than the client's replay budget allows (a thief in "
-        "lockstep with the device replays on nearly every rotation): the session ended as stolen"
+        "more replayed generations than the client's replay budget allows, as a thief "
+        "in lockstep with the device replays on nearly every rotation: the session ended "
+        "as stolen"
     ),
     RevocationReason.ADMIN_REVOKED: "an administrator ended it",
     RevocationReason.PASSWORD_CHANGED: "the user's password changed",
