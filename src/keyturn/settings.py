@@ -13,13 +13,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from keyturn.core.policy import DEFAULT_BUDGET, ReplayBudget
 
 DAY = 86_400
 
@@ -78,9 +80,19 @@ class Settings(BaseSettings):
     )
     grace_seconds: Annotated[int, Field(ge=0, le=300)] = Field(
         10,
-        description="After a rotation, the presented (parent) token may be presented "
-        "again for this long and gets the same successor: parallel tabs, lost responses "
-        "and retries converge. 0 turns replay off: any older token is reuse.",
+        description="The retry window of a client registered with no kind and no window "
+        "of its own: after a rotation, the presented (parent) token may be presented again "
+        "for this long and gets the same successor (parallel tabs, lost responses, "
+        "retries). 0 turns replay off: any older token is reuse. Clients set their own "
+        "with `clients add --kind` or `--retry-window` (docs/rotation-policies.md).",
+    )
+    replay_budget: str = Field(
+        str(DEFAULT_BUDGET),
+        description="The replay budget of a client registered with no kind and no budget "
+        "of its own: `N/M`, at most N replayed generations among the last M (M at most "
+        "62); past it a replay is treated as reuse (`replay_budget_exceeded`) and the "
+        "session ends. `off` turns it off. A thief following a session replays on "
+        "nearly every rotation; a device that loses a response now and then, rarely.",
     )
     reuse_revokes: ReuseRevokes = Field(
         ReuseRevokes.SESSION,
@@ -192,6 +204,12 @@ class Settings(BaseSettings):
         "is reachable by the scraper alone (or `/metrics` is blocked at the proxy). Cannot "
         "be combined with `KEYTURN_METRICS_TOKEN`.",
     )
+
+    @field_validator("replay_budget")
+    @classmethod
+    def _budget_parses(cls, value: str) -> str:
+        ReplayBudget.parse(value)  # its ValueError names what is wrong
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:

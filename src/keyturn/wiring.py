@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keyturn.core.models import Lifetimes
+from keyturn.core.policy import ReplayBudget
 from keyturn.core.ports import Clock, RateLimiter, Store
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
@@ -84,6 +85,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         ),
         grace_seconds=settings.grace_seconds,
         reuse_revokes=ReuseScope(settings.reuse_revokes.value),
+        replay_budget=ReplayBudget.parse(settings.replay_budget),
         login_failures_per_account=settings.login_failures_per_account,
         login_lockout_seconds=settings.login_lockout_seconds,
         authorization_code_ttl=settings.authorization_code_ttl,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidToken
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, RevocationReason, Session
@@ -15,6 +14,7 @@ from keyturn.crypto.access_tokens import InvalidAccessToken, verify
 from keyturn.crypto.refresh_codec import PREFIX
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
+from keyturn.service.ending import SessionEnding
 from keyturn.service.tokens import Tokens
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -34,6 +34,7 @@ class Inspection:
         self._tokens = tokens
         self._clock = clock
         self._config = config
+        self._ending = SessionEnding(store, clock, config)
 
     async def _find(self, token: str, *, access_of: str | None = None) -> _Found | None:
         """The session (and claims) a token names, if it is one of ours; else None.
@@ -104,21 +105,7 @@ class Inspection:
             if client.is_confidential:
                 raise InvalidRequest("The token was not issued to this client.")
             return
-        now = self._clock.now()
-        await self._store.revoke_session(
-            found.session.id,
-            RevocationReason.TOKEN_REVOKED,
-            now,
-            SecurityEvent(
-                type=EventType.SESSION_REVOKED,
-                at=now,
-                user_id=found.session.user_id,
-                client_id=client.id,
-                session_id=found.session.id,
-                reason=RevocationReason.TOKEN_REVOKED.value,
-                device=context.device,
-            ),
-        )
+        await self._ending.end(found.session, RevocationReason.TOKEN_REVOKED, context=context)
 
     @staticmethod
     def authorize_introspection(caller: Client) -> None:
