@@ -6,16 +6,15 @@ A preset maps onto keyturn in three places:
 
 - `settings`: server-wide values, passed as keyword arguments to
   `keyturn.settings.Settings` (the same fields as the `KEYTURN_*` environment
-  variables). Today these carry the whole rotation policy: `grace_seconds` (0 to 300;
-  0 is strict mode, where any older token is reuse) and `reuse_revokes` (`session` or
-  `user`: what a detected reuse ends).
+  variables): `grace_seconds`, the retry window of clients registered with no kind
+  (0 to 300; 0 is strict mode, where any older token is reuse) and `reuse_revokes`
+  (`session` or `user`: what a detected reuse ends).
 - `clients`: for each population of devices, the client its devices sign in through:
   a client id and extra keyword arguments for `keyturn.service.admin.Admin.add_client`.
   Every client is registered public, with the `password` and `refresh_token` grants and
-  body delivery; `options` are added to those arguments unchanged. Per-client rotation
-  knobs (a retry window, `unbounded` included; a replay budget such as `3/1h`; a client
-  kind `browser`, `native`, `agent` or `service`; DPoP `required`, `optional` or `off`)
-  belong here, under the argument names `add_client` gives them.
+  body delivery; `options` are added to those arguments unchanged. The per-client
+  rotation policy is `rotation=RotationSettings(kind=..., retry_window=...,
+  replay_budget=...)` (`keyturn.core.policy`), as `keyturn clients add --kind` stores it.
 - `dpop`: whether the preset's devices prove possession of their own key on every
   refresh. No preset below sets it: the engine accepts no DPoP proof yet, so the report
   marks thieves holding the victim's key as "not modelled yet" for keyturn's rows.
@@ -31,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bench.continuity.population import Kind
+from keyturn.core.policy import NO_LIMIT, ClientKind, RotationSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,47 @@ class KeyturnPreset:
     dpop: bool = False
 
 
+def _kinds(**rotation: Any) -> Mapping[Kind, ClientRegistration]:
+    """Each population signs in through a client registered with its own kind's preset
+    (`keyturn clients add --kind ...`), with `rotation`'s values over the preset's."""
+
+    def client(name: str, kind: ClientKind) -> ClientRegistration:
+        settings = RotationSettings(kind=kind, **rotation)
+        return ClientRegistration(name, MappingProxyType({"rotation": settings}))
+
+    browser = client("browser-app", ClientKind.BROWSER)
+    native = client("native-app", ClientKind.NATIVE)
+    tool = client("agent-tool", ClientKind.AGENT)
+    return MappingProxyType(
+        {
+            Kind.BROWSER_KIT: browser,
+            Kind.BROWSER_TABS: browser,
+            Kind.MOBILE: native,
+            Kind.AGENT: tool,
+            Kind.CLI: tool,
+        }
+    )
+
+
 PRESETS: tuple[KeyturnPreset, ...] = (
+    KeyturnPreset(
+        "kinds",
+        "the presets: browser 10 s, native and agent unbounded, each with a budget of 8/16",
+        {"reuse_revokes": "session"},
+        _kinds(),
+    ),
+    KeyturnPreset(
+        "kinds-no-budget",
+        "the presets with the replay budget off: what the budget buys",
+        {"reuse_revokes": "session"},
+        _kinds(replay_budget=NO_LIMIT),
+    ),
+    KeyturnPreset(
+        "kinds-10m",
+        "the presets, native and agent windows cut to 10 min",
+        {"reuse_revokes": "session"},
+        _kinds(retry_window=600),
+    ),
     KeyturnPreset(
         "strict",
         "grace 0 s: any rotated-out token is reuse and ends the session",
@@ -74,7 +114,7 @@ PRESETS: tuple[KeyturnPreset, ...] = (
     ),
     KeyturnPreset(
         "grace-10s",
-        "the default: the parent gets the same successor for 10 s after a rotation",
+        "no kind: the server's 10 s window, budget 8/16 (KEYTURN_GRACE_SECONDS)",
         {"grace_seconds": 10, "reuse_revokes": "session"},
     ),
     KeyturnPreset(

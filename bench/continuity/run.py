@@ -22,6 +22,7 @@ from bench.continuity import keyturn_policies, peer_models, report
 from bench.continuity.keyturn_server import keyturn_server
 from bench.continuity.population import Scenario, default_mix, generate
 from bench.continuity.simulation import play
+from keyturn.core.policy import RotationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = "postgresql://root@127.0.0.1:5432/test"
@@ -170,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": p.summary,
                 "settings": dict(p.settings),
                 "clients": {
-                    k.value: {"client_id": c.client_id, "options": dict(c.options)}
+                    k.value: {
+                        "client_id": c.client_id,
+                        "options": {n: _shown(v) for n, v in c.options.items()},
+                    }
                     for k, c in p.clients.items()
                 },
                 "dpop": p.dpop,
@@ -201,3 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     report.write_doc(args.doc, report.doc_section(summaries, meta, image, json_path.name))
     print(f"wrote {json_path}, {args.plot}, {args.doc}", file=sys.stderr)
     return 0
+
+
+def _shown(value: Any) -> Any:
+    """An `add_client` argument as JSON: a rotation policy as its `name=value` words."""
+    return value.describe() if isinstance(value, RotationSettings) else value
