@@ -9,6 +9,7 @@ from keyturn.cli.runtime import common, options, run
 from keyturn.core.models import Client, ClientType, Delivery, GrantType, LifetimeOverrides
 from keyturn.core.policy import (
     ClientKind,
+    DpopMode,
     NoLimit,
     ReplayBudget,
     RotationSettings,
@@ -67,6 +68,12 @@ def rotation_options(command: click.decorators.FC) -> click.decorators.FC:
                 type=click.IntRange(min=0, max=62),
                 help="How far back a DPoP-bound session's own key may present a stale token.",
             ),
+            click.option(
+                "--dpop",
+                type=click.Choice([m.value for m in DpopMode]),
+                help="DPoP proofs (RFC 9449) on token requests: required, optional "
+                "(the default: bound tokens with a proof, bearer without) or off (refused).",
+            ),
         ]
     ):
         command = option(command)
@@ -79,6 +86,7 @@ def _rotation(
     replay_budget: ReplayBudget | NoLimit | None,
     rotate: bool | None,
     same_key_generations: int | None,
+    dpop: str | None,
 ) -> RotationSettings:
     return RotationSettings(
         kind=ClientKind(client_kind) if client_kind else None,
@@ -86,6 +94,7 @@ def _rotation(
         replay_budget=replay_budget,
         rotate=rotate,
         same_key_generations=same_key_generations,
+        dpop=DpopMode(dpop) if dpop else None,
     )
 
 
@@ -106,6 +115,7 @@ def _public(client: Client) -> dict[str, object]:
         "retry_window": None if window is None else format_window(window),
         "replay_budget": None if budget is None else format_budget(budget),
         "rotate": client.rotation.rotate,
+        "dpop": client.rotation.dpop_mode,
         "enabled": client.enabled,
         "created_at": client.created_at,
     }
@@ -156,9 +166,12 @@ def add(
     replay_budget: ReplayBudget | NoLimit | None,
     rotate: bool | None,
     same_key_generations: int | None,
+    dpop: str | None,
 ) -> None:
     """Register a client. A confidential client's secret is printed once."""
-    rotation = _rotation(client_kind, retry_window, replay_budget, rotate, same_key_generations)
+    rotation = _rotation(
+        client_kind, retry_window, replay_budget, rotate, same_key_generations, dpop
+    )
     scopes = parse_scope(" ".join(scope)) or frozenset()
     created = run(
         ctx,
@@ -211,9 +224,13 @@ def update(
     replay_budget: ReplayBudget | NoLimit | None,
     rotate: bool | None,
     same_key_generations: int | None,
+    dpop: str | None,
 ) -> None:
-    """Change a client's rotation policy; the options not given keep their values."""
-    changes = _rotation(client_kind, retry_window, replay_budget, rotate, same_key_generations)
+    """Change a client's rotation policy and DPoP mode; the options not given keep
+    their values."""
+    changes = _rotation(
+        client_kind, retry_window, replay_budget, rotate, same_key_generations, dpop
+    )
     updated = run(ctx, lambda engine: engine.admin.update_rotation(client_id, changes))
     emit(_public(updated), as_json=options(ctx).json)
 

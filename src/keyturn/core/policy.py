@@ -39,6 +39,17 @@ class ClientKind(enum.StrEnum):
     SERVICE = "service"
 
 
+class DpopMode(enum.StrEnum):
+    """Whether a client's token requests carry DPoP proofs (RFC 9449)."""
+
+    REQUIRED = "required"
+    """Every token request needs a valid proof: no bearer token is ever issued."""
+    OPTIONAL = "optional"
+    """A request with a valid proof gets DPoP-bound tokens, one without gets bearer ones."""
+    OFF = "off"
+    """Bearer tokens only; a request with a proof is refused, never silently downgraded."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayBudget:
     """At most `replays` replayed generations among the last `of` generations.
@@ -140,6 +151,13 @@ class RotationSettings:
     same_key_generations: int | None = None
     """How many generations back a DPoP-bound session's own key may present a stale
     token and be answered with the live one (key continuity)."""
+    dpop: DpopMode | None = None
+    """Whether its token requests need, may carry or must not carry DPoP proofs;
+    `None` is `DpopMode.OPTIONAL`."""
+
+    @property
+    def dpop_mode(self) -> DpopMode:
+        return DpopMode.OPTIONAL if self.dpop is None else self.dpop
 
     def describe(self) -> str:
         """What is set, as `name=value` words (an audit event's detail)."""
@@ -151,6 +169,7 @@ class RotationSettings:
             ),
             "rotate": self.rotate,
             "same_key_generations": self.same_key_generations,
+            "dpop": self.dpop,
         }
         return " ".join(f"{k}={v}" for k, v in shown.items() if v is not None) or "defaults"
 

@@ -194,6 +194,7 @@ class Admin:
                 if changes.same_key_generations is None
                 else changes.same_key_generations
             ),
+            dpop=old.dpop if changes.dpop is None else changes.dpop,
         )
         now = self._clock.now()
         await self._store.set_client_rotation(

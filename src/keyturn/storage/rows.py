@@ -29,6 +29,7 @@ from keyturn.core.models import (
 )
 from keyturn.core.policy import (
     ClientKind,
+    DpopMode,
     ReplayBudget,
     ReplayLog,
     RotationSettings,
@@ -203,6 +204,8 @@ def rotation_json(settings: RotationSettings) -> str:
         held["rotate"] = settings.rotate
     if settings.same_key_generations is not None:
         held["same_key_generations"] = settings.same_key_generations
+    if settings.dpop is not None:
+        held["dpop"] = settings.dpop.value
     return json.dumps(held, sort_keys=True)
 
 
@@ -216,6 +219,7 @@ def rotation_from_json(text: str) -> RotationSettings:
         replay_budget=None if budget is None else ReplayBudget.parse(budget),
         rotate=held.get("rotate"),
         same_key_generations=held.get("same_key_generations"),
+        dpop=DpopMode(held["dpop"]) if "dpop" in held else None,
     )
 
 
