@@ -24,6 +24,10 @@ from pydantic_settings import (
 from keyturn.core.policy import DEFAULT_BUDGET, ReplayBudget
 
 DAY = 86_400
+DPOP_ALGORITHMS = (
+    "ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+)  # fmt: skip
+"""The asymmetric algorithms a DPoP proof may use (`keyturn.crypto.dpop.KEY_TYPES`)."""
 
 
 class ReuseRevokes(enum.StrEnum):
@@ -205,6 +209,45 @@ class Settings(BaseSettings):
         "be combined with `KEYTURN_METRICS_TOKEN`.",
     )
 
+    dpop_algorithms: str = Field(
+        "ES256 EdDSA RS256 PS256",
+        description="DPoP proof algorithms accepted at the token endpoint and the "
+        "first-party API (RFC 9449), space-separated; advertised as "
+        "`dpop_signing_alg_values_supported`. Asymmetric only: ES256, ES384, ES512, "
+        "EdDSA, RS256, RS384, RS512, PS256, PS384, PS512.",
+    )
+    dpop_leeway: Annotated[int, Field(ge=1, le=300)] = Field(
+        60,
+        description="How far, in seconds, a DPoP proof's `iat` may be from the server's "
+        "clock, before or after. Each proof's `jti` is remembered this long (plus a "
+        "second) to refuse it a second time.",
+    )
+    dpop_nonces: bool = Field(
+        True,
+        description="Require a server nonce in every DPoP proof (RFC 9449 §8): a proof "
+        "without the current one is answered 400 `use_dpop_nonce` with a `DPoP-Nonce` "
+        "header, and the client retries once with it; every token response carries a "
+        "fresh nonce. Without nonces a proof could be made in advance for a later time by "
+        "whoever can use the key for a moment (script injection into a page whose key is "
+        "a non-extractable WebCrypto key), and key continuity would trust it. The nonce "
+        "key is derived from the master secret, so every process accepts the same nonces. "
+        "Requests without a proof are not affected.",
+    )
+    dpop_nonce_seconds: Annotated[int, Field(ge=30, le=3600)] = Field(
+        300,
+        description="How often the DPoP nonce changes; a nonce is accepted in its period "
+        "and the next, so for between one and two periods.",
+    )
+    dpop_replay_cache_size: Annotated[int, Field(ge=1000)] = Field(
+        100_000,
+        description="Without `KEYTURN_REDIS_URL`, the most DPoP proof `jti`s each process "
+        "remembers (when full of live ones, new proofs are refused until some expire). "
+        "With Redis every process shares one cache there. Without it, each worker keeps "
+        "its own: a proof accepted by one worker could be accepted once more by another "
+        "within `dpop_leeway` seconds. Serve with one worker or set Redis when that "
+        "matters; a proof still works only for the URI, method and key it names.",
+    )
+
     @field_validator("replay_budget")
     @classmethod
     def _budget_parses(cls, value: str) -> str:
@@ -221,7 +264,18 @@ class Settings(BaseSettings):
             raise ValueError("database_url must start with sqlite:, postgresql: or memory:")
         if self.metrics_public and self.metrics_token is not None:
             raise ValueError("metrics_public and metrics_token cannot both be set")
+        algorithms = self.dpop_algorithm_list
+        unknown = [alg for alg in algorithms if alg not in DPOP_ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(
+                f"dpop_algorithms must name some of {', '.join(DPOP_ALGORITHMS)}; "
+                f"not {', '.join(unknown) or 'none at all'}"
+            )
         return self
+
+    @property
+    def dpop_algorithm_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.dpop_algorithms.split()))
 
     @property
     def audience(self) -> str:

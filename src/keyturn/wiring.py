@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from keyturn.core.dpop import ProofReplayCache
 from keyturn.core.models import Lifetimes
 from keyturn.core.policy import ReplayBudget
 from keyturn.core.ports import Clock, RateLimiter, Store
+from keyturn.crypto.dpop import DpopVerifier, nonce_key_from
 from keyturn.crypto.passwords import Passwords
 from keyturn.crypto.sealing import Sealer, load_or_create_master_secret
 from keyturn.service.admin import Admin
@@ -18,6 +20,7 @@ from keyturn.service.authorization import Authorization
 from keyturn.service.client_auth import ClientAuthenticator
 from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
+from keyturn.service.dpop_proofs import DpopProofs
 from keyturn.service.ending import SessionEnding
 from keyturn.service.inspection import Inspection
 from keyturn.service.login import Login
@@ -29,6 +32,7 @@ from keyturn.service.timeline import SessionTimelines
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
 from keyturn.storage import open_store, upgrade
+from keyturn.storage.dpop_replay import MemoryProofReplayCache, RedisProofReplayCache
 from keyturn.storage.limits import MemoryLimiter, RedisLimiter
 from keyturn.storage.revocation_channel import RedisRevocationChannel
 
@@ -65,9 +69,13 @@ class Engine:
     revocations: Revocations
     revocation_channel: RedisRevocationChannel | None
     timelines: SessionTimelines
+    dpop: DpopProofs
+    proof_replay_cache: ProofReplayCache
 
     async def close(self) -> None:
         await self.store.close()
+        if isinstance(self.proof_replay_cache, RedisProofReplayCache):
+            await self.proof_replay_cache.close()
         if isinstance(self.limiter, RedisLimiter):
             await self.limiter.close()
         if self.revocation_channel is not None:
@@ -112,6 +120,15 @@ def master_secret(settings: Settings) -> bytes:
     return load_or_create_master_secret(folder / SECRET_FILE_NAME)
 
 
+def proof_replay_cache(settings: Settings, clock: Clock) -> ProofReplayCache:
+    """Where DPoP proof `jti`s are remembered: Redis when configured, shared by every
+    process; else this process's memory (each worker its own, see
+    `dpop_replay_cache_size`)."""
+    if settings.redis_url:
+        return RedisProofReplayCache(settings.redis_url)
+    return MemoryProofReplayCache(settings.dpop_replay_cache_size, clock=clock.now)
+
+
 def migrate(settings: Settings, schema: str | None = None) -> None:
     """Create or upgrade the schema (blocking; call before the event loop serves)."""
     db = sqlite_path(settings.database_url)
@@ -142,12 +159,25 @@ async def open_engine(
     channel = RedisRevocationChannel(settings.redis_url) if settings.redis_url else None
     store: Store = ObservedStore(stored, [*observers, *([channel] if channel else [])])
     the_passwords = passwords or Passwords()
+    secret = master_secret(settings)
+    replay_cache = proof_replay_cache(settings, the_clock)
+    proofs = DpopProofs(
+        DpopVerifier(
+            replay_cache,
+            algorithms=settings.dpop_algorithm_list,
+            leeway=settings.dpop_leeway,
+            nonce_key=nonce_key_from(secret) if settings.dpop_nonces else None,
+            nonce_bucket_seconds=settings.dpop_nonce_seconds,
+        ),
+        the_clock,
+        settings.issuer,
+    )
     limiter: RateLimiter = (
         RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
     )
     tokens = Tokens(
         store,
-        Sealer(master_secret(settings)),
+        Sealer(secret),
         the_clock,
         randomness,
         config,
@@ -171,10 +201,12 @@ async def open_engine(
         sessions=sessions,
         clients=clients,
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
-        inspection=Inspection(store, tokens, the_clock, config),
+        inspection=Inspection(store, tokens, the_clock, config, proofs),
         revocations=Revocations(store, the_clock, config),
         revocation_channel=channel,
         timelines=SessionTimelines(store, the_clock),
+        dpop=proofs,
+        proof_replay_cache=replay_cache,
         admin=Admin(
             store,
             tokens,

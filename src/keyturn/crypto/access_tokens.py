@@ -30,8 +30,10 @@ def mint(
     issued_at: datetime,
     expires_at: datetime,
     jti: str,
+    key_thumbprint: str | None = None,
 ) -> str:
-    """Sign an access token (RFC 9068 §2.2 claims, plus `sid` for a session's token).
+    """Sign an access token (RFC 9068 §2.2 claims, plus `sid` for a session's token,
+    and `cnf.jkt` for one bound to the DPoP key of that thumbprint, RFC 9449 §6.1).
 
     `SigningUnavailable` if no signing key is active: never an unsigned token.
     """
@@ -51,6 +53,8 @@ def mint(
     }
     if session_id is not None:
         claims["sid"] = session_id
+    if key_thumbprint is not None:
+        claims["cnf"] = {"jkt": key_thumbprint}
     return signing.signer.sign(claims)
 
 

@@ -22,6 +22,8 @@ from datetime import datetime
 from hashlib import sha256
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -283,3 +285,16 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(value) != len(pairs):
         raise ValueError("duplicate member name")
     return value
+
+
+_NONCE_KEY_INFO = b"keyturn DPoP nonce key v1"
+
+
+def nonce_key_from(master_secret: bytes) -> bytes:
+    """The server's DPoP nonce key, derived from its master secret (HKDF-SHA256 with a
+    label of its own, so it is independent of every other key derived from it): every
+    process of one deployment issues and accepts the same nonces, and there is no
+    new secret to store or to rotate."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_NONCE_KEY_INFO).derive(
+        master_secret
+    )

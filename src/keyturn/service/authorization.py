@@ -14,6 +14,7 @@ from keyturn.core.authorization import (
     check_authorization_request,
     client_and_redirect,
 )
+from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import AuthorizationCode, Client, GrantType, RevocationReason
@@ -118,15 +119,20 @@ class Authorization:
         redirect_uri: str | None,
         code_verifier: str | None,
         context: RequestContext = NO_CONTEXT,
+        key_thumbprint: str | None = None,
     ) -> IssuedTokens:
         """RFC 6749 §4.1.3 and RFC 7636 §4.6: the tokens for a code, once.
 
         `client` is already authenticated. Every refusal is `invalid_grant`, and every
         refusal after the code was found burns it: a code is presented successfully
-        once or never.
+        once or never. `key_thumbprint`, the key of the request's verified DPoP proof,
+        binds the access token and, for a public client, the session (RFC 9449 §5).
         """
         if GrantType.AUTHORIZATION_CODE not in client.grant_types:
             raise UnauthorizedClient("This client may not use the authorization code grant.")
+        # Before the code is looked at: a request refused for its proof burns nothing,
+        # and the client can send it again with one.
+        key = admitted_key(client, key_thumbprint)
         if code is None:
             raise InvalidRequest("The code parameter is required.")
         if len(code) > MAX_CODE_LENGTH or not code.startswith(CODE_PREFIX):
@@ -163,6 +169,7 @@ class Authorization:
             found.scope,
             found.device,
             authenticated_at=found.authenticated_at,
+            key_thumbprint=key,
         )
         won = await self._store.redeem_authorization_code(
             key,
@@ -186,7 +193,7 @@ class Authorization:
                 await self._end_what_it_issued(again, now, context)
             raise InvalidGrant(detail="authorization code used concurrently")
         return await issue_for_session(
-            self._tokens, self._clock, self._config, session, client, 0, found.scope
+            self._tokens, self._clock, self._config, session, client, 0, found.scope, key
         )
 
     def _refusal(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidScope, UnauthorizedClient
 from keyturn.core.models import Client, GrantType
 from keyturn.core.ports import Clock
 from keyturn.core.scopes import Scope, format_scope, narrow
 from keyturn.service.config import EngineConfig
-from keyturn.service.results import IssuedTokens
+from keyturn.service.results import IssuedTokens, token_type_of
 from keyturn.service.tokens import Tokens
 
 
@@ -20,9 +21,17 @@ class ClientCredentialsGrant:
         self._clock = clock
         self._config = config
 
-    async def issue(self, client: Client, requested_scope: Scope | None = None) -> IssuedTokens:
+    async def issue(
+        self,
+        client: Client,
+        requested_scope: Scope | None = None,
+        key_thumbprint: str | None = None,
+    ) -> IssuedTokens:
+        """An access token for `client`, bound to the DPoP key of `key_thumbprint` (the
+        request's verified proof) if given (RFC 9449 §5)."""
         if not client.is_confidential or GrantType.CLIENT_CREDENTIALS not in client.grant_types:
             raise UnauthorizedClient(detail="client lacks the client_credentials grant")
+        key = admitted_key(client, key_thumbprint)
         scope = narrow(client.scope, requested_scope)
         if scope is None:
             raise InvalidScope
@@ -36,6 +45,7 @@ class ClientCredentialsGrant:
             session_id=None,
             issued_at=now,
             expires_at=now + timedelta(seconds=ttl),
+            key_thumbprint=key,
         )
         return IssuedTokens(
             access_token=token,
@@ -44,4 +54,5 @@ class ClientCredentialsGrant:
             refresh_token=None,
             session_id=None,
             refresh_expires_at=None,
+            token_type=token_type_of(key),
         )

@@ -15,6 +15,7 @@ from keyturn.crypto.refresh_codec import PREFIX
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
 from keyturn.service.ending import SessionEnding
+from keyturn.service.dpop_proofs import DpopProofs, ProofRequest
 from keyturn.service.tokens import Tokens
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -29,7 +30,15 @@ class _Found:
 
 
 class Inspection:
-    def __init__(self, store: Store, tokens: Tokens, clock: Clock, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        clock: Clock,
+        config: EngineConfig,
+        proofs: DpopProofs | None = None,
+    ) -> None:
+        self._proofs = proofs
         self._store = store
         self._tokens = tokens
         self._clock = clock
@@ -72,12 +81,24 @@ class Inspection:
         session = await self._store.get_session(SessionId(sid)) if isinstance(sid, str) else None
         return _Found(session, str(at_claims["client_id"]), at_claims)
 
-    async def bearer_session(self, token: str | None) -> Session:
-        """The live session a bearer access token belongs to (first-party endpoints
-        that act for the user): `InvalidToken` for anything else."""
+    async def bearer_session(self, token: str | None, proof: ProofRequest | None = None) -> Session:
+        """The live session an access token belongs to (first-party endpoints that act
+        for the user): `InvalidToken` for anything else.
+
+        `proof` is None for a token sent as `Authorization: Bearer`, which must not be
+        bound to a DPoP key: a bound token is worth nothing without its key (RFC 9449
+        §7.1), or a copied one would work as a bearer token here. With `proof` (the
+        `DPoP` scheme) the token must be bound, and the request carry a proof of its
+        key with its hash (`InvalidDpopProof`, `UseDpopNonce`).
+        """
         if not token or token.startswith(PREFIX):
             raise InvalidToken
         found = await self._find(token)
+        bound = _confirmed_key(found.claims) if found is not None else None
+        if proof is None and bound is not None:
+            raise InvalidToken(detail="DPoP-bound access token sent as a bearer token")
+        if proof is not None and bound is None:
+            raise InvalidToken(detail="unbound access token sent with the DPoP scheme")
         session = found.session if found is not None else None
         now = self._clock.now()
         if (
@@ -87,6 +108,10 @@ class Inspection:
             or now >= session.absolute_expires_at
         ):
             raise InvalidToken
+        if proof is not None and bound is not None:
+            if self._proofs is None:
+                raise InvalidToken(detail="DPoP is not configured")
+            await self._proofs.check_resource(proof, token, bound)
         return session
 
     async def revoke(
@@ -147,7 +172,7 @@ class Inspection:
         if found.claims is not None and "generation" in found.claims:
             if session is None or not live or found.claims["generation"] != session.generation:
                 return INACTIVE
-            return {
+            refresh: dict[str, Any] = {
                 "active": True,
                 "token_type": "refresh_token",
                 "client_id": session.client_id,
@@ -157,12 +182,31 @@ class Inspection:
                 "iss": self._config.issuer,
                 "sid": session.id,
             }
+            if session.dpop_jkt is not None:
+                # RFC 9449 §6.2: the key a bound token is usable with.
+                refresh["cnf"] = {"jkt": session.dpop_jkt}
+            return refresh
         claims = found.claims or {}
         # A session's access token dies with the session; a client's own has none.
         if "sid" in claims and not live:
             return INACTIVE
-        answer = {"active": True, "token_type": "Bearer"}
+        bound = _confirmed_key(claims)
+        # RFC 9449 §6.2: a bound token is introspected with its `cnf` and type DPoP.
+        answer: dict[str, Any] = {
+            "active": True,
+            "token_type": "Bearer" if bound is None else "DPoP",
+        }
         for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "sid"):
             if name in claims:
                 answer[name] = claims[name]
+        if bound is not None:
+            answer["cnf"] = {"jkt": bound}
         return answer
+
+
+def _confirmed_key(claims: dict[str, Any] | None) -> str | None:
+    """The `cnf.jkt` of an access token's claims (RFC 9449 §6.1), or None. keyturn
+    signs every `cnf` it issues, so any other shape is not one of its tokens."""
+    cnf = (claims or {}).get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import (
     InvalidClient,
     InvalidGrant,
@@ -62,8 +63,12 @@ class Login:
         device_name: str | None = None,
         previous_refresh_token: str | None = None,
         context: RequestContext = NO_CONTEXT,
+        key_thumbprint: str | None = None,
     ) -> IssuedTokens:
         """Check the password and open a session for `client`.
+
+        `key_thumbprint`, the key of the request's verified DPoP proof, binds the
+        access token and, for a public client, the session (`session_key`).
 
         Every failure of the credentials (unknown user, wrong password, disabled user)
         raises the same `LoginFailed` after the same work (one Argon2 verify), so the
@@ -80,6 +85,8 @@ class Login:
             raise InvalidClient(detail="client disabled")
         if GrantType.PASSWORD not in client.grant_types:
             raise UnauthorizedClient(detail="client is not a first-party login client")
+        # Before the password is hashed: a client held to DPoP is refused cheaply.
+        key = admitted_key(client, key_thumbprint)
         granted = narrow(client.scope, scope)
         if granted is None:
             raise InvalidScope
@@ -91,9 +98,9 @@ class Login:
         device = Device(
             user_agent=context.device.user_agent, ip=context.device.ip, name=device_name
         )
-        session = await self._open_session(user, client, granted, device)
+        session = await self._open_session(user, client, granted, device, key)
         return await issue_for_session(
-            self._tokens, self._clock, self._config, session, client, 0, granted
+            self._tokens, self._clock, self._config, session, client, 0, granted, key
         )
 
     async def authenticate(
@@ -140,10 +147,18 @@ class Login:
         return ok and user.enabled
 
     async def _open_session(
-        self, user: User, client: Client, scope: Scope, device: Device
+        self, user: User, client: Client, scope: Scope, device: Device, key: str | None
     ) -> Session:
         session = await new_session(
-            self._tokens, self._clock, self._random, self._config, user.id, client, scope, device
+            self._tokens,
+            self._clock,
+            self._random,
+            self._config,
+            user.id,
+            client,
+            scope,
+            device,
+            key_thumbprint=key,
         )
         await self._store.create_session(
             session,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol, assert_never, runtime_checkable
 
 from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import (
@@ -92,24 +93,32 @@ class Refresher:
         client: Client,
         requested_scope: Scope | None = None,
         context: RequestContext = NO_CONTEXT,
+        key_thumbprint: str | None = None,
     ) -> IssuedTokens:
         """Exchange a refresh token presented by the already-authenticated `client`.
 
-        Raises `InvalidGrant`, `InvalidScope`, `UnauthorizedClient`, `InvalidClient`
-        or `StoreUnavailable`. A revocation decided on the way is committed before the
-        error is raised; a token is minted only after the state that makes it valid
-        is committed (I2).
+        `key_thumbprint` is that of the request's DPoP proof, already verified (RFC
+        9449 §4.3), or None without one. A session bound to a key is rotated only with
+        a proof of that key; without one, or with another, it ends (`decide`).
+
+        Raises `InvalidGrant`, `InvalidScope`, `UnauthorizedClient`, `InvalidClient`,
+        `InvalidDpopProof` or `StoreUnavailable`. A revocation decided on the way is
+        committed before the error is raised; a token is minted only after the state
+        that makes it valid is committed (I2).
         """
         _may_refresh(client)
+        key = admitted_key(client, key_thumbprint)
         # Rule 1: checksum and MAC before any database work.
         claims = await self._decode(refresh_token, client)
         loaded = None
         if requested_scope is None and self._rotates(client):
+            # Safe with a key or without: the attempt's guard never rotates a bound
+            # session, which goes on to `decide` and its key check below.
             attempted = await self._attempt(claims, client)
             if isinstance(attempted, Session):
-                return await self._issue_rotated(attempted, client)
+                return await self._issue_rotated(attempted, client, key)
             loaded = _loaded(attempted)
-        return await self._rotate(claims, client, loaded, requested_scope, context)
+        return await self._rotate(claims, client, loaded, requested_scope, context, key)
 
     async def refresh_for(
         self,
@@ -117,6 +126,7 @@ class Refresher:
         refresh_token: str,
         requested_scope: Scope | None = None,
         context: RequestContext = NO_CONTEXT,
+        key_thumbprint: str | None = None,
     ) -> IssuedTokens:
         """`refresh` for a client still to be authenticated, as `/oauth/token` receives
         it: the client, the session and its user are read in one query. The answers are
@@ -138,9 +148,12 @@ class Refresher:
             # very client (enabled, same secret), so nothing is read first.
             client = await self._clients.check(credentials, known)
             _may_refresh(client)
+            key = admitted_key(client, key_thumbprint)
+            # The attempt's guard refuses a session bound to a DPoP key (`dpop_jkt IS
+            # NULL`): such a session is read, and `decide` checks the proof's key.
             attempted = await self._attempt(claims, client)
             if isinstance(attempted, Session):
-                return await self._issue_rotated(attempted, client)
+                return await self._issue_rotated(attempted, client, key)
             read = attempted
         else:
             read = await self._store.get_presentation(
@@ -148,7 +161,8 @@ class Refresher:
             )
         client = await self._clients.check(credentials, read.client)
         _may_refresh(client)
-        return await self._rotate(claims, client, _loaded(read), requested_scope, context)
+        key = admitted_key(client, key_thumbprint)
+        return await self._rotate(claims, client, _loaded(read), requested_scope, context, key)
 
     async def _decode(self, refresh_token: str, client: Client) -> RefreshClaims:
         try:
@@ -177,17 +191,23 @@ class Refresher:
             )
         )
 
-    async def _issue_rotated(self, rotated: Session, client: Client) -> IssuedTokens:
+    async def _issue_rotated(
+        self, rotated: Session, client: Client, key: str | None
+    ) -> IssuedTokens:
         """The tokens of a rotation the store committed: the successor's refresh token,
         an access token of the session's scope (no narrower scope was asked for)."""
         self._observe(client, RefreshOutcome.ROTATED)
-        return await self._issue(rotated, client, rotated.generation, rotated.scope)
+        return await self._issue(rotated, client, rotated.generation, rotated.scope, key)
 
     async def _issue(
-        self, session: Session, client: Client, generation: int, scope: Scope
+        self, session: Session, client: Client, generation: int, scope: Scope, key: str | None
     ) -> IssuedTokens:
+        """Mint for `session`. The access token is bound to the request's proof key
+        (RFC 9449 §5), even when the session is not: a session opened without a proof
+        is never bound later (`docs/decisions.md`), but this access token still is.
+        For a bound session `decide` has made sure `key` is the session's own."""
         return await issue_for_session(
-            self._tokens, self._clock, self._config, session, client, generation, scope
+            self._tokens, self._clock, self._config, session, client, generation, scope, key
         )
 
     async def _rotate(
@@ -197,9 +217,11 @@ class Refresher:
         loaded: tuple[Session, User] | None,
         requested_scope: Scope | None,
         context: RequestContext,
+        key: str | None,
     ) -> IssuedTokens:
         """Decide and commit the rotation of `claims`; `loaded` is the session and user
-        already read for the first round (None: read them here)."""
+        already read for the first round (None: read them here); `key` the thumbprint
+        of the request's DPoP proof."""
         for attempt in range(_MAX_ATTEMPTS):
             if attempt or loaded is None:
                 loaded = await self._store.get_session_with_user(claims.session_id)
@@ -211,11 +233,11 @@ class Refresher:
             decision = decide(
                 session,
                 UserState(enabled=user.enabled, password_changed_at=user.password_changed_at),
-                Presented(claims.generation, client.id, requested_scope),
+                Presented(claims.generation, client.id, requested_scope, key),
                 self._config.rotation_policy(client),
                 now,
             )
-            issued = await self._settle(decision, session, claims, client, now, context)
+            issued = await self._settle(decision, session, claims, client, now, context, key)
             if issued is not None:
                 return issued
         raise InvalidGrant(detail="rotation contention")
@@ -228,6 +250,7 @@ class Refresher:
         client: Client,
         now: datetime,
         context: RequestContext,
+        key: str | None,
     ) -> IssuedTokens | None:
         """Commit `decision` and mint, or raise; None when the session moved since it
         was read (the caller reads again and decides again)."""
@@ -239,7 +262,7 @@ class Refresher:
                     raise InvalidScope
                 raise InvalidGrant(detail=why.value)
             case Revoke(reason=reason):
-                await self._revoke(session, reason, claims.generation, context)
+                await self._revoke(session, reason, claims.generation, context, key)
                 self._observe(client, outcome_of(decision))
                 raise InvalidGrant(detail=reason.value)
             case Replay(generation=generation, scope=scope, outcome=outcome, log=log):
@@ -247,13 +270,13 @@ class Refresher:
                 if not await self._store.record_replay(session.id, session.replays, log, event):
                     return None  # another replay or a revocation came first
                 self._observe(client, outcome)
-                return await self._issue(session, client, generation, scope)
+                return await self._issue(session, client, generation, scope, key)
             case Keep(generation=generation, idle_expires_at=idle, scope=scope):
                 if not await self._store.keep_session(session.id, generation, now, idle):
                     return None  # revoked in between, or rotated under another policy
                 self._observe(client, RefreshOutcome.KEPT)
                 kept = replace(session, last_used_at=now, idle_expires_at=idle)
-                return await self._issue(kept, client, generation, scope)
+                return await self._issue(kept, client, generation, scope, key)
             case Rotate() as rotate:
                 advanced = await self._store.advance_generation(
                     session.id, rotate.from_generation, now, rotate.idle_expires_at
@@ -263,7 +286,7 @@ class Refresher:
                 # Committed: only now may the successor leave this process.
                 self._observe(client, RefreshOutcome.ROTATED)
                 rotated = _rotated(session, rotate, now)
-                return await self._issue(rotated, client, rotate.to_generation, rotate.scope)
+                return await self._issue(rotated, client, rotate.to_generation, rotate.scope, key)
             case _:
                 assert_never(decision)
 
@@ -294,8 +317,13 @@ class Refresher:
         reason: RevocationReason,
         generation: int,
         context: RequestContext,
+        key: str | None,
     ) -> None:
         detail = f"live generation {session.generation}" if reason.signals_theft else None
+        if reason is RevocationReason.REUSE_KEY_MISMATCH:
+            # Thumbprints are public values; they tell the operator which key came.
+            presented = f"DPoP key {key}" if key else "no DPoP proof"
+            detail = f"{detail}; {presented}, session key {session.dpop_jkt}"
         await self._ending.end(
             session, reason, context=context, generation=generation, detail=detail
         )

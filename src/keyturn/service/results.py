@@ -21,3 +21,8 @@ class IssuedTokens:
     """The session's idle deadline: when this refresh token stops working if unused
     (the max-age of a refresh cookie)."""
     token_type: str = "Bearer"
+    """`DPoP` for an access token bound to a key (RFC 9449 §5), else `Bearer`."""
+
+
+def token_type_of(key_thumbprint: str | None) -> str:
+    return "Bearer" if key_thumbprint is None else "DPoP"

@@ -170,7 +170,9 @@ class Tokens:
         session_id: SessionId | None,
         issued_at: datetime,
         expires_at: datetime,
+        key_thumbprint: str | None = None,
     ) -> str:
+        """An access token; bound to the DPoP key of `key_thumbprint` if given."""
         ring = await self.ring()
         return access_tokens.mint(
             ring,
@@ -183,6 +185,7 @@ class Tokens:
             issued_at=issued_at,
             expires_at=expires_at,
             jti=self._random.token_bytes(16).hex(),
+            key_thumbprint=key_thumbprint,
         )
 
 
