@@ -2,25 +2,49 @@
 but the connection is cut before the response reaches the client, as when a phone
 leaves the Wi-Fi mid-request. It can also `cut()` everything, as when a database
 server goes away, and `restore()` it. Runs its own event loop on a thread, so sync
-and async tests (and a server in another process) can all use it."""
+and async tests (and a server in another process) can all use it.
+
+Two ways to lose answers: `drop_next` loses the first response of the next
+connections; `drop_rate` (with `drop_paths` and a `seed`) rolls a seeded die for every
+request to one of `drop_paths`, on fresh and kept-alive connections alike, and loses
+the response of those it picks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import re
 import threading
+from collections.abc import Iterable
 
 from support.tcp_proxy import free_port
 
+_REQUEST_LINE = re.compile(rb"([A-Z]+) ([^ ?\r\n]+)[^\r\n]* HTTP/1\.[01]\r\n")
+
 
 class LossyProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        drop_rate: float = 0.0,
+        drop_paths: Iterable[str] = (),
+        seed: int = 0,
+    ) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.drop_next = 0
         """How many of the next connections lose their first response."""
+        self.drop_rate = drop_rate
+        """The share of `POST`s to `drop_paths` whose response is lost (seeded)."""
+        self.drop_paths = frozenset(drop_paths)
+        self.rolled = 0
+        """Requests to `drop_paths` that reached the proxy (each rolled once)."""
         self.dropped = 0
         self.refusing = False
+        self._rng = random.Random(seed)  # noqa: S311 - a seeded test die, not a secret
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -61,6 +85,11 @@ class LossyProxy:
             self._loop.run_forever()
         finally:
             server.close()
+            # Connections still open (kept alive) end here, not as "destroyed pending".
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
@@ -68,6 +97,16 @@ class LossyProxy:
             return
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         self._writers.update((writer, upstream_writer))
+        if self.drop_rate > 0:
+            try:
+                await self._relay_rolling(reader, writer, upstream_reader, upstream_writer)
+            finally:
+                self._writers.difference_update((writer, upstream_writer))
+                with contextlib.suppress(Exception):
+                    upstream_writer.close()
+                with contextlib.suppress(Exception):
+                    writer.close()
+            return
         drop = self.drop_next > 0
         if drop:
             self.drop_next -= 1
@@ -88,6 +127,45 @@ class LossyProxy:
                 upstream_writer.close()
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _relay_rolling(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+    ) -> None:
+        """Forward both ways; a request picked by the die loses its response: the
+        connection is cut once the server's first bytes arrive. The server commits a
+        rotation before it answers, so the client misses a rotation that happened."""
+        doomed = asyncio.Event()
+
+        async def forward() -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    # One request at a time per connection (no pipelining), and its
+                    # request line arrives first: a chunk that starts with one starts
+                    # a request.
+                    line = _REQUEST_LINE.match(data)
+                    if line and line[1] == b"POST" and line[2].decode() in self.drop_paths:
+                        self.rolled += 1
+                        if self._rng.random() < self.drop_rate:
+                            doomed.set()
+                    upstream_writer.write(data)
+                    await upstream_writer.drain()
+
+        forwarding = asyncio.create_task(forward())
+        try:
+            with contextlib.suppress(ConnectionError):
+                while data := await upstream_reader.read(65536):
+                    if doomed.is_set():
+                        self.dropped += 1
+                        writer.transport.abort()
+                        return
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            forwarding.cancel()
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

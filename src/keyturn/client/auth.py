@@ -7,8 +7,9 @@ The rules it keeps, each against a way apps log their users out at random:
   refreshes of one token would look like a replay to a strict server);
 - the rotated refresh token is saved before anything uses it, so a crash never leaves
   the store holding a token the server has already rotated out past its grace window;
-- a refresh lost on the network is retried with the same refresh token: the server's
-  grace window hands back the same successor;
+- a refresh whose answer is lost (a network error, a timeout, a 5xx or a 429) is
+  retried with the same refresh token after a bounded backoff: the server's retry
+  window hands back the same successor. It never forgets the tokens;
 - `invalid_grant` is final: the tokens are forgotten and `LoginRequired` raised.
 """
 
@@ -21,6 +22,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -46,6 +48,8 @@ class _Outcome:
     body: Mapping[str, Any] | None = None
     refused: Exception | None = None
     retry: str | None = None
+    retry_after: float | None = None
+    """Seconds the server asked to wait (`Retry-After` of a 429 or 503)."""
 
 
 class RefreshingAuth(httpx.Auth):
@@ -62,6 +66,7 @@ class RefreshingAuth(httpx.Auth):
         jitter: float = 0.05,
         attempts: int = 4,
         backoff: float = 0.25,
+        max_backoff: float = 5.0,
         on_tokens: TokenHook | None = None,
         http: httpx.Client | None = None,
         async_http: httpx.AsyncClient | None = None,
@@ -70,9 +75,14 @@ class RefreshingAuth(httpx.Auth):
     ) -> None:
         """`refresh_at` is the fraction of an access token's lifetime after which it
         is refreshed ahead of expiry (± `jitter`, so a fleet does not refresh in step).
-        A refresh that fails on the network is tried `attempts` times in all, waiting
-        `backoff`, then twice that, and so on. `on_tokens` sees every token response,
-        after the refresh token in it has been saved."""
+        A refresh whose answer is lost (network error, timeout, 5xx, 429) is tried
+        `attempts` times in all with the same refresh token, waiting `backoff`, then
+        twice that, and so on, never more than `max_backoff` (nor more than that when
+        the server's `Retry-After` asks for longer). The first retry leaves within
+        `timeout + 1.5 * backoff` of a request whose answer was lost: keep it inside
+        the client's retry window (10 s for a `browser` client; unbounded for `native`
+        and `agent`). `on_tokens` sees every token response, after the refresh token in
+        it has been saved."""
         if not 0 < refresh_at <= 1 or not 0 <= jitter < refresh_at:
             raise ValueError("refresh_at is in (0, 1] and jitter in [0, refresh_at)")
         self.token_endpoint = token_endpoint
@@ -85,6 +95,7 @@ class RefreshingAuth(httpx.Auth):
         self._jitter = jitter
         self._attempts = max(1, attempts)
         self._backoff = backoff
+        self._max_backoff = max_backoff
         self._on_tokens = on_tokens
         self._http = http
         self._async_http = async_http
@@ -113,13 +124,15 @@ class RefreshingAuth(httpx.Auth):
         self._store.save(None)
 
     def _adopt(self, body: Mapping[str, Any], previous: str | None) -> None:
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise RefreshFailed("invalid_response", "no access_token in the token response")
+        # Saved first, before anything can fail or use it: the server has rotated, and
+        # the predecessor answers only inside the client's retry window.
         # RFC 6749 §6: the server MAY issue a new refresh token; keep the old one if not.
         refresh = body.get("refresh_token") or previous
         if refresh is not None:
-            self._store.save(str(refresh))  # saved before it can be used
+            self._store.save(str(refresh))
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise RefreshFailed("invalid_response", "no access_token in the token response")
         lifetime = body.get("expires_in")
         now = self._clock()
         if isinstance(lifetime, int | float) and lifetime > 0:
@@ -181,7 +194,7 @@ class RefreshingAuth(httpx.Auth):
                     outcome = self._send_sync(http, token)
                     if self._settle(outcome, token, attempt):
                         return
-                    time.sleep(self._delay(attempt))
+                    time.sleep(self._delay(attempt, outcome))
             finally:
                 if self._http is None:
                     http.close()
@@ -197,7 +210,7 @@ class RefreshingAuth(httpx.Auth):
                     outcome = await self._send_async(http, token)
                     if self._settle(outcome, token, attempt):
                         return
-                    await asyncio.sleep(self._delay(attempt))
+                    await asyncio.sleep(self._delay(attempt, outcome))
             finally:
                 if self._async_http is None:
                     await http.aclose()
@@ -219,20 +232,23 @@ class RefreshingAuth(httpx.Auth):
     def _send_sync(self, http: httpx.Client, token: str) -> _Outcome:
         self.refreshes += 1
         try:
-            response = http.post(self.token_endpoint, data=self._form(token), auth=self._auth())
-        except httpx.TransportError as error:
+            response = http.send(self._refresh_request(http, token), auth=self._auth())
+        except httpx.TransportError as error:  # timeouts included: the answer is lost
             return _Outcome(retry=f"{type(error).__name__}: {error}")
         return self._read(response)
 
     async def _send_async(self, http: httpx.AsyncClient, token: str) -> _Outcome:
         self.refreshes += 1
         try:
-            response = await http.post(
-                self.token_endpoint, data=self._form(token), auth=self._auth()
-            )
+            response = await http.send(self._refresh_request(http, token), auth=self._auth())
         except httpx.TransportError as error:
             return _Outcome(retry=f"{type(error).__name__}: {error}")
         return self._read(response)
+
+    def _refresh_request(self, http: httpx.Client | httpx.AsyncClient, token: str) -> httpx.Request:
+        """The refresh request (RFC 6749 §6) for `token`, built anew for every try: the
+        one place a per-request proof (a DPoP header, RFC 9449 §5) belongs."""
+        return http.build_request("POST", self.token_endpoint, data=self._form(token))
 
     def _settle(self, outcome: _Outcome, token: str, attempt: int) -> bool:
         """Apply an outcome; True when done, False to retry. Raises when final."""
@@ -247,8 +263,13 @@ class RefreshingAuth(httpx.Auth):
             raise RefreshUnavailable(f"refresh failed {self._attempts} times: {outcome.retry}")
         return False
 
-    def _delay(self, attempt: int) -> float:
-        return float(self._backoff * (2**attempt) * (1 + random.random() / 2))  # noqa: S311
+    def _delay(self, attempt: int, outcome: _Outcome) -> float:
+        """The wait before try `attempt + 2`: the doubled backoff with up to half again
+        of jitter (clients that lost their answers together do not return in step), or
+        the server's `Retry-After`; never more than `max_backoff`."""
+        doubled = self._backoff * (2**attempt) * (1 + random.random() / 2)  # noqa: S311
+        wait = max(doubled, outcome.retry_after or 0.0)
+        return float(min(wait, self._max_backoff))
 
     def _form(self, token: str) -> dict[str, str]:
         form = {"grant_type": "refresh_token", "refresh_token": token}
@@ -266,8 +287,11 @@ class RefreshingAuth(httpx.Auth):
 
     @staticmethod
     def _read(response: httpx.Response) -> _Outcome:
-        if response.status_code >= 500 or response.status_code == 429:
-            return _Outcome(retry=f"HTTP {response.status_code}")
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            return _Outcome(
+                retry=f"HTTP {response.status_code}",
+                retry_after=_retry_after(response.headers.get("retry-after")),
+            )
         try:
             body = response.json()
         except ValueError:
@@ -319,3 +343,16 @@ class RefreshingAuth(httpx.Auth):
         if self._secret is None:
             form["client_id"] = self.client_id
         return form
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (RFC 9110 §10.2.3: seconds or a date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
