@@ -308,7 +308,7 @@ def steer_bearer(case: schemathesis.Case, known: Known, c: Choices) -> None:
         token = ""
         case.headers["Authorization"] = "Bearer not-a-token"
     sids = [sid for sid in map(_sid, known.access) if sid]
-    if case.path == "/auth/sessions/{sid}" and sids:
+    if case.path in ("/auth/sessions/{sid}", "/auth/sessions/{sid}/events") and sids:
         own = _sid(token) if token else KEEP
         _put(case.path_parameters, "sid", c.choose(c.pick([own, c.pick(sids)])))
     if case.path == "/auth/password":
@@ -339,6 +339,7 @@ STEERING: dict[tuple[str, str], Callable[[schemathesis.Case, Known, Choices], No
     ("POST", "/auth/logout-all"): steer_bearer,
     ("GET", "/auth/sessions"): steer_bearer,
     ("DELETE", "/auth/sessions/{sid}"): steer_bearer,
+    ("GET", "/auth/sessions/{sid}/events"): steer_bearer,
     ("POST", "/auth/password"): steer_bearer,
     ("GET", "/auth/revocations"): steer_revocations,
 }
@@ -354,6 +355,7 @@ SUCCESS = {
     ("POST", "/auth/logout-all"): {204},
     ("GET", "/auth/sessions"): {200},
     ("DELETE", "/auth/sessions/{sid}"): {204, 404},
+    ("GET", "/auth/sessions/{sid}/events"): {200, 404},
     ("POST", "/auth/password"): {200, 401},
     ("GET", "/auth/revocations"): {200},
 }

@@ -29,6 +29,7 @@ from keyturn.web import (
     oauth_inspect,
     oauth_token,
     revocations,
+    session_events,
 )
 from keyturn.web import demo as demo_page
 from keyturn.web.cors import AllowedOrigins, FirstPartyCORS, LoadClients
@@ -128,6 +129,11 @@ def create_app(
         Route("/auth/logout-all", endpoint(first_party.logout_all), methods=["POST"]),
         Route("/auth/sessions", endpoint(first_party.list_sessions), methods=["GET"]),
         Route("/auth/sessions/{sid}", endpoint(first_party.end_session), methods=["DELETE"]),
+        Route(
+            "/auth/sessions/{sid}/events",
+            endpoint(session_events.session_events),
+            methods=["GET"],
+        ),
         Route("/auth/password", endpoint(first_party.change_password), methods=["POST"]),
         Route("/auth/revocations", endpoint(revocations.revocations), methods=["GET"]),
         Route(

@@ -446,6 +446,76 @@ SESSION: Schema = {
     "additionalProperties": False,
 }
 
+SESSION_EVENTS: Schema = {
+    "type": "object",
+    "required": [
+        "sid",
+        "client_id",
+        "created_at",
+        "live",
+        "ended_at",
+        "ended_reason",
+        "events",
+        "next_cursor",
+    ],
+    "properties": {
+        "sid": {"type": "string"},
+        "client_id": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "live": {"type": "boolean"},
+        "ended_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When the session ended (or its deadline passed); null while live.",
+        },
+        "ended_reason": {
+            "type": ["string", "null"],
+            "description": "Why it ended: `logout`, `logout_all`, `reuse_outside_window`, "
+            "`reuse_key_mismatch`, `replay_budget_exceeded`, `password_changed`, "
+            "`idle_expired`, `absolute_expired`, `admin_revoked`, ... (the closed set of "
+            "docs/observability.md); null while live.",
+        },
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "at",
+                    "kind",
+                    "reason",
+                    "generation",
+                    "ip",
+                    "user_agent",
+                    "device_name",
+                ],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "kind": {
+                        "type": "string",
+                        "description": "`login_succeeded`, `session_created`, "
+                        "`refresh_replayed`, `reuse_detected`, `session_revoked`, ...",
+                    },
+                    "reason": {"type": ["string", "null"]},
+                    "generation": {
+                        "type": ["integer", "null"],
+                        "description": "The refresh token generation the event names: the "
+                        "one presented, for a replay or a refusal.",
+                    },
+                    "ip": {"type": ["string", "null"]},
+                    "user_agent": {"type": ["string", "null"]},
+                    "device_name": {"type": ["string", "null"]},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last page.",
+        },
+    },
+    "additionalProperties": False,
+}
+
 REFRESH_COOKIE = "__Host-keyturn_rt"
 COOKIE_PARAMETERS = [
     {
@@ -669,6 +739,44 @@ def document(issuer: str) -> Schema:
                     "End one of this user's sessions",
                     no_content,
                     **{"404": _json("No such session of this user.", _error("not_found"))},
+                ),
+            },
+            "/auth/sessions/{sid}/events": {
+                "parameters": [
+                    {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "The `next_cursor` of the previous page.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                **_bearer_call(
+                    "get",
+                    "The events of one of this user's sessions, oldest first",
+                    {
+                        "200": _json(
+                            "A page of the session's events (logins, replays, refusals, its "
+                            "end; routine rotations are not events), and whether and why it "
+                            "ended. Ended sessions too: ask with another session's token.",
+                            SESSION_EVENTS,
+                            NO_STORE,
+                        )
+                    },
+                    **{
+                        "404": _json(
+                            "No such session of this user: another user's session, an "
+                            "unknown id and a malformed one answer alike.",
+                            _error("not_found"),
+                        )
+                    },
                 ),
             },
             "/auth/password": _bearer_call(
