@@ -103,10 +103,33 @@ def _client_401() -> Schema:
 
 def _bearer_401() -> Schema:
     return _json(
-        "The bearer access token is missing, invalid, expired or of an ended session.",
-        _error("invalid_token"),
-        {**NO_STORE, **BEARER},
+        "The access token is missing, invalid, expired or of an ended session; or, for a "
+        "DPoP-bound token (`Authorization: DPoP`), its proof is missing or invalid, or "
+        "lacks the nonce (`DPoP-Nonce` header, RFC 9449 §7.1, §9).",
+        _error("invalid_token", *DPOP_ERRORS),
+        {**NO_STORE, **BEARER, **DPOP_NONCE},
     )
+
+
+DPOP_ERRORS = ("invalid_dpop_proof", "use_dpop_nonce")
+DPOP_NONCE = {
+    "DPoP-Nonce": {
+        "description": "RFC 9449 §8: the nonce the next DPoP proof must carry; on a "
+        "`use_dpop_nonce` refusal and on the answers to requests made with a proof.",
+        "schema": {"type": "string"},
+    }
+}
+DPOP_PARAMETER: Schema = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "description": "One DPoP proof (RFC 9449 §4) for this request, its `htu` the issuer "
+    "followed by this path. With it, the access token is bound to the proof's key "
+    "(`cnf.jkt`, `token_type` `DPoP`), and a public client's session too from its first "
+    "token request. Two headers, a bad or replayed proof: `invalid_dpop_proof`; without "
+    "the server's current nonce: `use_dpop_nonce` and a `DPoP-Nonce` header.",
+    "schema": {"type": "string", "maxLength": 8192},
+}
 
 
 TOKEN_RESPONSE: Schema = {
@@ -114,7 +137,7 @@ TOKEN_RESPONSE: Schema = {
     "required": ["access_token", "token_type", "expires_in", "scope"],
     "properties": {
         "access_token": {"type": "string", "description": "An RFC 9068 JWT."},
-        "token_type": {"type": "string", "const": "Bearer"},
+        "token_type": {"type": "string", "enum": ["Bearer", "DPoP"]},
         "expires_in": {"type": "integer", "minimum": 0},
         "scope": {"type": "string"},
         "refresh_token": {
@@ -162,6 +185,7 @@ TOKEN_ERRORS = (
     "invalid_scope",
     "unauthorized_client",
     "unsupported_grant_type",
+    *DPOP_ERRORS,
 )
 AUTHORIZE_PARAMETERS = [
     ("response_type", True, {"type": "string", "const": "code"}),
@@ -264,6 +288,7 @@ def _token() -> Schema:
             "authentication: `client_secret_basic` (RFC 6749 §2.3.1 encoding), "
             "`client_secret_post`, or `none` with `client_id` for public clients.",
             "security": [{}, {"clientBasic": []}],
+            "parameters": [DPOP_PARAMETER],
             "requestBody": _form_body(
                 {
                     "grant_type": {
@@ -280,7 +305,9 @@ def _token() -> Schema:
                 ["grant_type"],
             ),
             "responses": {
-                "200": _json("The tokens (RFC 6749 §5.1).", TOKEN_RESPONSE, NO_STORE),
+                "200": _json(
+                    "The tokens (RFC 6749 §5.1).", TOKEN_RESPONSE, {**NO_STORE, **DPOP_NONCE}
+                ),
                 **_failures(*TOKEN_ERRORS, unauthorized=_client_401()),
             },
         }
@@ -319,12 +346,13 @@ INTROSPECTION: Schema = {
         },
         {
             "description": "A live refresh token (`token_type` `refresh_token`, with the "
-            "session's scope and idle deadline) or access token (`Bearer`, with its claims).",
+            "session's scope and idle deadline) or access token (`Bearer`, or `DPoP` when "
+            "bound to a key, with its claims); a bound token has `cnf.jkt` (RFC 9449 §6.2).",
             "type": "object",
             "required": ["active", "token_type", "client_id", "exp", "iss"],
             "properties": {
                 "active": {"const": True},
-                "token_type": {"enum": ["refresh_token", "Bearer"]},
+                "token_type": {"enum": ["refresh_token", "Bearer", "DPoP"]},
                 "scope": {"type": "string"},
                 "client_id": {"type": "string"},
                 "sub": {"type": "string"},
@@ -339,6 +367,12 @@ INTROSPECTION: Schema = {
                 },
                 "jti": {"type": "string"},
                 "sid": {"type": "string"},
+                "cnf": {
+                    "type": "object",
+                    "required": ["jkt"],
+                    "properties": {"jkt": {"type": "string"}},
+                    "additionalProperties": False,
+                },
             },
             "additionalProperties": False,
         },
@@ -364,6 +398,7 @@ METADATA: Schema = {
         "revocation_endpoint_auth_methods_supported",
         "introspection_endpoint",
         "introspection_endpoint_auth_methods_supported",
+        "dpop_signing_alg_values_supported",
     ],
     "properties": {
         "issuer": {"type": "string", "format": "uri"},
@@ -390,6 +425,12 @@ METADATA: Schema = {
         "introspection_endpoint_auth_methods_supported": {
             "description": "No `none`: a public client is never answered here.",
             "const": ["client_secret_basic", "client_secret_post"],
+        },
+        "dpop_signing_alg_values_supported": {
+            "description": "RFC 9449 §5.1: the DPoP proof algorithms accepted.",
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
         },
     },
     "additionalProperties": False,
@@ -549,7 +590,13 @@ CLEARS_REFRESH_COOKIE = {
         "schema": {"type": "string", "pattern": f'^{REFRESH_COOKIE}=""; '},
     }
 }
-FIRST_PARTY_ERRORS = ("invalid_request", "invalid_grant", "invalid_scope", "unauthorized_client")
+FIRST_PARTY_ERRORS = (
+    "invalid_request",
+    "invalid_grant",
+    "invalid_scope",
+    "unauthorized_client",
+    *DPOP_ERRORS,
+)
 
 
 def _first_party_token(
@@ -559,14 +606,14 @@ def _first_party_token(
         "post": {
             "tags": ["First-party API"],
             "summary": summary,
-            "parameters": COOKIE_PARAMETERS,
+            "parameters": [*COOKIE_PARAMETERS, DPOP_PARAMETER],
             "requestBody": _json_body(properties, required),
             "responses": {
                 "200": _json(
                     "The tokens; for a cookie-delivery client the refresh token is only in "
                     "the `__Host-keyturn_rt` cookie.",
                     TOKEN_RESPONSE,
-                    {**NO_STORE, **SETS_REFRESH_COOKIE},
+                    {**NO_STORE, **SETS_REFRESH_COOKIE, **DPOP_NONCE},
                 ),
                 "401": unauthorized,
                 "403": _json("Cross-site request refused (CSRF).", _error("invalid_request")),
@@ -587,7 +634,7 @@ def _bearer_call(
     operation: Schema = {
         "tags": ["First-party API"],
         "summary": summary,
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"dpop": []}],
         "responses": {
             **ok,
             **extra,
@@ -622,6 +669,13 @@ def document(issuer: str) -> Schema:
             "securitySchemes": {
                 "clientBasic": {"type": "http", "scheme": "basic"},
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "dpop": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`DPoP <access token>` for a DPoP-bound token, with a "
+                    "`DPoP` proof header carrying its `ath` (RFC 9449 §7.1).",
+                },
             },
         },
         "paths": {
@@ -983,7 +1037,13 @@ ERROR_CODES = {
     "unsupported_grant_type": "a grant keyturn does not serve at this endpoint",
     "unsupported_response_type": "anything but `response_type=code` (as a redirect)",
     "invalid_scope": "a scope beyond the client's or the session's",
-    "invalid_token": "the bearer access token is invalid, expired or of an ended session",
+    "invalid_token": "the bearer access token is invalid, expired or of an ended session; a "
+    "DPoP-bound one sent as `Bearer`, or an unbound one as `DPoP`",
+    "invalid_dpop_proof": "the DPoP proof is missing (a client registered with `--dpop "
+    "required`), repeated, malformed, replayed, for another URI or method, or of another key "
+    "than the token's; or DPoP is off for the client (400; 401 at a bearer endpoint)",
+    "use_dpop_nonce": "the DPoP proof lacks the server's current nonce: retry with the one "
+    "in `DPoP-Nonce` (400; 401 at a bearer endpoint); nothing was consumed",
     "not_found": "no such session of this user",
     "rate_limited": "over a limit; `Retry-After` says when to try again (429)",
     "temporarily_unavailable": "the database did not answer in time; nothing was issued or "
