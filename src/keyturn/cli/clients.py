@@ -1,6 +1,10 @@
-"""`keyturn clients`: add, list, disable."""
+"""`keyturn clients`: add, list, update, disable."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -38,8 +42,21 @@ def _budget(
         raise click.BadParameter(str(error)) from None
 
 
-def rotation_options(command: click.decorators.FC) -> click.decorators.FC:
-    """The rotation-policy options shared by `clients add` and `clients update`."""
+_ROTATION_PARAMETERS = (
+    "client_kind", "retry_window", "replay_budget", "rotate", "same_key_generations", "dpop",
+)  # fmt: skip
+
+
+def rotation_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The rotation-policy options shared by `clients add` and `clients update`: the
+    command receives them as one `rotation: RotationSettings`."""
+
+    @functools.wraps(command)
+    def with_rotation(*args: Any, **kwargs: Any) -> None:
+        chosen = {name: kwargs.pop(name) for name in _ROTATION_PARAMETERS}
+        command(*args, rotation=_rotation(**chosen), **kwargs)
+
+    decorated: Callable[..., None] = with_rotation
     for option in reversed(
         [
             click.option(
@@ -76,8 +93,8 @@ def rotation_options(command: click.decorators.FC) -> click.decorators.FC:
             ),
         ]
     ):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 def _rotation(
@@ -161,17 +178,9 @@ def add(
     access_token_ttl: int | None,
     session_idle_ttl: int | None,
     session_max_ttl: int | None,
-    client_kind: str | None,
-    retry_window: int | NoLimit | None,
-    replay_budget: ReplayBudget | NoLimit | None,
-    rotate: bool | None,
-    same_key_generations: int | None,
-    dpop: str | None,
+    rotation: RotationSettings,
 ) -> None:
     """Register a client. A confidential client's secret is printed once."""
-    rotation = _rotation(
-        client_kind, retry_window, replay_budget, rotate, same_key_generations, dpop
-    )
     scopes = parse_scope(" ".join(scope)) or frozenset()
     created = run(
         ctx,
@@ -219,19 +228,11 @@ def list_(ctx: click.Context) -> None:
 def update(
     ctx: click.Context,
     client_id: str,
-    client_kind: str | None,
-    retry_window: int | NoLimit | None,
-    replay_budget: ReplayBudget | NoLimit | None,
-    rotate: bool | None,
-    same_key_generations: int | None,
-    dpop: str | None,
+    rotation: RotationSettings,
 ) -> None:
     """Change a client's rotation policy and DPoP mode; the options not given keep
     their values."""
-    changes = _rotation(
-        client_kind, retry_window, replay_budget, rotate, same_key_generations, dpop
-    )
-    updated = run(ctx, lambda engine: engine.admin.update_rotation(client_id, changes))
+    updated = run(ctx, lambda engine: engine.admin.update_rotation(client_id, rotation))
     emit(_public(updated), as_json=options(ctx).json)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, fields, replace
+from typing import Any
 
 REPLAY_LOG_WIDTH = 62
 """Generations a session remembers as replayed or not (a signed 64-bit column)."""
@@ -159,6 +160,10 @@ class RotationSettings:
     def dpop_mode(self) -> DpopMode:
         return DpopMode.OPTIONAL if self.dpop is None else self.dpop
 
+    def updated(self, changes: RotationSettings) -> RotationSettings:
+        """These settings with each value that `changes` sets in place of this one's."""
+        return replace(self, **_set(changes, fields(RotationSettings)))
+
     def describe(self) -> str:
         """What is set, as `name=value` words (an audit event's detail)."""
         shown = {
@@ -212,6 +217,16 @@ PRESETS: dict[ClientKind, Preset] = {
 """The presets of `clients add --kind`; docs/rotation-policies.md has the table."""
 
 
+def _set(settings: RotationSettings, wanted: tuple[Field[Any], ...]) -> dict[str, Any]:
+    """The values `settings` sets (not `None`) among the fields `wanted`."""
+    names = {f.name for f in wanted}
+    return {
+        f.name: value
+        for f in fields(RotationSettings)
+        if f.name in names and (value := getattr(settings, f.name)) is not None
+    }
+
+
 def resolve(
     settings: RotationSettings, default_retry: int | NoLimit, default_budget: ReplayBudget | NoLimit
 ) -> Preset:
@@ -222,15 +237,4 @@ def resolve(
         if settings.kind is not None
         else Preset(default_retry, default_budget, rotate=True, same_key_generations=1)
     )
-    return Preset(
-        retry_window=base.retry_window if settings.retry_window is None else settings.retry_window,
-        replay_budget=(
-            base.replay_budget if settings.replay_budget is None else settings.replay_budget
-        ),
-        rotate=base.rotate if settings.rotate is None else settings.rotate,
-        same_key_generations=(
-            base.same_key_generations
-            if settings.same_key_generations is None
-            else settings.same_key_generations
-        ),
-    )
+    return replace(base, **_set(settings, fields(Preset)))

@@ -181,21 +181,7 @@ class Admin:
         reads its client); a process that rotated for the client before keeps rotating
         its live tokens until it reads the client again."""
         client = await self.get_client(client_id)
-        old = client.rotation
-        rotation = RotationSettings(
-            kind=changes.kind or old.kind,
-            retry_window=old.retry_window if changes.retry_window is None else changes.retry_window,
-            replay_budget=(
-                old.replay_budget if changes.replay_budget is None else changes.replay_budget
-            ),
-            rotate=old.rotate if changes.rotate is None else changes.rotate,
-            same_key_generations=(
-                old.same_key_generations
-                if changes.same_key_generations is None
-                else changes.same_key_generations
-            ),
-            dpop=old.dpop if changes.dpop is None else changes.dpop,
-        )
+        rotation = client.rotation.updated(changes)
         now = self._clock.now()
         await self._store.set_client_rotation(
             client.id,
