@@ -14,8 +14,8 @@ from keyturn.crypto.access_tokens import InvalidAccessToken, verify
 from keyturn.crypto.refresh_codec import PREFIX
 from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
-from keyturn.service.ending import SessionEnding
 from keyturn.service.dpop_proofs import DpopProofs, ProofRequest
+from keyturn.service.ending import SessionEnding
 from keyturn.service.tokens import Tokens
 
 INACTIVE: dict[str, Any] = {"active": False}
