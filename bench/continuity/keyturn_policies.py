@@ -15,9 +15,12 @@ A preset maps onto keyturn in three places:
   body delivery; `options` are added to those arguments unchanged. The per-client
   rotation policy is `rotation=RotationSettings(kind=..., retry_window=...,
   replay_budget=...)` (`keyturn.core.policy`), as `keyturn clients add --kind` stores it.
-- `dpop`: whether the preset's devices prove possession of their own key on every
-  refresh. No preset below sets it: the engine accepts no DPoP proof yet, so the report
-  marks thieves holding the victim's key as "not modelled yet" for keyturn's rows.
+- `dpop`: whether the preset's devices prove possession of their own key at login and
+  on every refresh (every process of a device proves the same key). The engine is
+  driven at the service layer with the proof's key thumbprint, as the web layer hands
+  it on after verifying the proof. A thief holding the victim's key proves it too; one
+  without it sends no proof. Presets without DPoP mark the with-key column "not
+  modelled yet".
 
 A new preset is one more entry in `PRESETS`.
 """
@@ -94,6 +97,13 @@ PRESETS: tuple[KeyturnPreset, ...] = (
         "the presets: browser 10 s, native and agent unbounded, each with a budget of 8/16",
         {"reuse_revokes": "session"},
         _kinds(),
+    ),
+    KeyturnPreset(
+        "kinds-dpop",
+        "the presets, every device proving its own DPoP key (key continuity)",
+        {"reuse_revokes": "session"},
+        _kinds(),
+        dpop=True,
     ),
     KeyturnPreset(
         "kinds-no-budget",

@@ -53,27 +53,40 @@ def _seconds(at: datetime) -> float:
 
 
 class KeyturnServer:
-    def __init__(self, engine: Engine, clock: SimClock, clients: dict[int, Client]) -> None:
+    def __init__(
+        self, engine: Engine, clock: SimClock, clients: dict[int, Client], *, dpop: bool
+    ) -> None:
         self._engine = engine
+        self._dpop = dpop
         self._clock = clock
         self._client_of_device = clients
         self._client_of_session: dict[str, Client] = {}
 
-    async def login(self, device: int, now: float) -> Token:
+    def _proof(self, key: str | None) -> str | None:
+        """The key a verified DPoP proof would carry, when the preset's devices prove one
+        (the simulation plays the service layer: the proof's own checks are the web
+        layer's and tested there)."""
+        return key if self._dpop else None
+
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         self._clock.set(now)
         client = self._client_of_device[device]
-        issued = await self._engine.login.login(f"device-{device}", PASSWORD, client)
+        issued = await self._engine.login.login(
+            f"device-{device}", PASSWORD, client, key_thumbprint=self._proof(key)
+        )
         assert issued.session_id is not None
         assert issued.refresh_token is not None
         self._client_of_session[issued.session_id] = client
         return Token(issued.session_id, issued.refresh_token)
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         self._clock.set(now)
         session_id = SessionId(str(token.family))
         client = self._client_of_session[session_id]
         try:
-            issued = await self._engine.refresher.refresh(str(token.value), client)
+            issued = await self._engine.refresher.refresh(
+                str(token.value), client, key_thumbprint=self._proof(key)
+            )
         except InvalidGrant:
             loaded = await self._engine.store.get_session_with_user(session_id)
             revoked_at = loaded[0].revoked_at if loaded is not None else None
@@ -148,7 +161,7 @@ async def keyturn_server(
         for device in devices:
             await engine.admin.add_user(f"device-{device.ident}", PASSWORD)
             clients[device.ident] = registered[preset.clients[device.kind].client_id]
-        yield KeyturnServer(engine, clock, clients)
+        yield KeyturnServer(engine, clock, clients, dpop=preset.dpop)
     finally:
         await engine.close()
         if schema is not None:

@@ -34,10 +34,10 @@ class PeerServer:
         self._ids = itertools.count()
         self.revoked: dict[int, float] = {}
 
-    async def login(self, device: int, now: float) -> Token:
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         raise NotImplementedError
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         raise NotImplementedError
 
     def _family(self) -> int:
@@ -95,12 +95,12 @@ class _WindowNewTokenServer(PeerServer):
         self._tokens[family][ident] = _Minted(parent)
         return self._token(family, ident)
 
-    async def login(self, device: int, now: float) -> Token:  # noqa: ARG002 - Server's signature
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         family = self._family()
         self._tokens[family] = {}
         return self._mint(family, None)
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         family, ident = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -150,12 +150,12 @@ class _ParentServer(PeerServer):
         self._policy = policy
         self._sessions: dict[int, _Counter] = {}
 
-    async def login(self, device: int, now: float) -> Token:  # noqa: ARG002 - Server's signature
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         family = self._family()
         self._sessions[family] = _Counter()
         return self._token(family, 0)
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         family, presented = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -209,12 +209,12 @@ class _CountedServer(PeerServer):
         session.refreshed_at = int(now)
         return self._token(family, ident)
 
-    async def login(self, device: int, now: float) -> Token:  # noqa: ARG002 - Server's signature
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         family = self._family()
         self._sessions[family] = _ClientSession()
         return self._mint(family, now)
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         family, ident = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -251,12 +251,12 @@ class _NoWindowServer(PeerServer):
         super().__init__(policy.name)
         self._generation: dict[int, int] = {}
 
-    async def login(self, device: int, now: float) -> Token:  # noqa: ARG002 - Server's signature
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
         family = self._family()
         self._generation[family] = 0
         return self._token(family, 0)
 
-    async def refresh(self, token: Token, now: float) -> Answer:  # noqa: ARG002 - Server's signature
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
         family, presented = self._unpack(token)
         if presented != self._generation[family]:
             return Refused(None)

@@ -149,16 +149,28 @@ def main_rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
 
 
 def strategy_rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["policy", *[f"{s.value}: undetected / median" for s in Strategy], "with victim's key"]
+    header = [
+        "policy",
+        *[f"{s.value}: undetected / median / most tokens" for s in Strategy],
+        "with victim's key",
+    ]
     rows = []
     for s in summaries:
         cells = []
         for strategy in Strategy:
             t = s["thieves_by_strategy"][strategy.value]
+            most = "—" if t["tokens_to_thief_max"] is None else str(t["tokens_to_thief_max"])
             cells.append(
                 f"{_share(t['undetected_share'])} / {_duration(t['detection_seconds_median'])}"
+                f" / {most}"
             )
-        rows.append([s["policy"], *cells, s["dpop"]])
+        with_key = s["thieves_by_key"]["with_key"]
+        key_cell = (
+            f"{_share(with_key['undetected_share'])} undetected"
+            if s["dpop"] == "dpop"
+            else s["dpop"]
+        )
+        rows.append([s["policy"], *cells, key_cell])
     return header, rows
 
 
@@ -254,7 +266,8 @@ Legitimate logouts per 10,000 device-days (overall and per population) and thiev
 
 {main}
 
-Thefts never detected, and the median time from theft to detection, per strategy:
+Thefts never detected, the median time from theft to detection, and the most refreshes
+answered to one thief before detection (or by the end of the run), per strategy:
 
 {by_strategy}
 

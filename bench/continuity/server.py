@@ -41,6 +41,11 @@ Answer = Issued | Refused
 class Server(Protocol):
     """A refresh-token policy under test; `now` is simulated seconds since the start."""
 
-    async def login(self, device: int, now: float) -> Token: ...
+    async def login(self, device: int, now: float, key: str | None = None) -> Token:
+        """Sign `device` in; `key` is the thumbprint of the DPoP key it proves, if any."""
+        ...
 
-    async def refresh(self, token: Token, now: float) -> Answer: ...
+    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+        """Present `token`; `key` is the thumbprint of the DPoP key the presenter proves
+        (the device's own, a thief's copy of it, or `None`: no proof)."""
+        ...

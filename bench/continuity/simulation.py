@@ -142,7 +142,7 @@ class _Player:
                 case PresentCopy(device=d, copy=c, rtt=rtt):
                     copied = self.devices[d].copies.pop(c, None)
                     if copied is not None:
-                        answer = await self.refresh(copied, now)
+                        answer = await self.refresh(copied, now, _key(d))
                         self.later(_Arrival(now + rtt, d, -1, copied, answer))
                 case Theft():
                     self.steal(event)
@@ -163,15 +163,15 @@ class _Player:
             if thief.detected_at is None:
                 thief.detected_at = answer.ended_at
 
-    async def refresh(self, token: Token, now: float) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None) -> Answer:
         self.counts["refreshes"] += 1
-        answer = await self.server.refresh(token, now)
+        answer = await self.server.refresh(token, now, key)
         self.note(token, answer)
         return answer
 
     async def sign_in(self, device: _Device, now: float) -> None:
         self.counts["logins"] += 1
-        token = await self.server.login(device.spec.ident, now)
+        token = await self.server.login(device.spec.ident, now, _key(device.spec.ident))
         device.family = token.family
         device.store = token
         for holder in device.holders:
@@ -188,7 +188,7 @@ class _Player:
         token = holder.token
         if token is None:
             return
-        answer = await self.refresh(token, now)
+        answer = await self.refresh(token, now, _key(event.device))
         if device.spec.victim and isinstance(answer, Issued):
             self.rotated_for_victim.add(event.ident)
         if not event.lost:
@@ -228,7 +228,10 @@ class _Player:
             return
         if event.use is Use.LOCKSTEP and event.after_attempt not in self.rotated_for_victim:
             return  # the oracle shows no rotation: nothing to follow
-        answer = await self.refresh(thief.token, now)
+        # A thief with the victim's key proves it as the victim's device would; one
+        # without it sends no proof (a proof of its own key is refused the same way).
+        key = _key(thief.plan.victim) if thief.plan.with_key else None
+        answer = await self.refresh(thief.token, now, key)
         if thief.first_use_at is None:
             thief.first_use_at = now
         if isinstance(answer, Issued):
@@ -277,6 +280,12 @@ class _Player:
                 and thief.token.family not in self.ended
             ),
         )
+
+
+def _key(device: int) -> str:
+    """The thumbprint of a device's DPoP key: every process of the device shares it (a
+    key file, IndexedDB), so a stale copy presented by any of them proves it."""
+    return f"device-key-{device}"
 
 
 async def play(scenario: Scenario, server: Server) -> PlayResult:
