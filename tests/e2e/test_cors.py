@@ -47,7 +47,7 @@ def test_ck09_preflight_from_a_listed_origin_echoes_it_with_credentials(server: 
     assert response.headers["access-control-allow-methods"] == "GET, POST, DELETE"
     assert (
         response.headers["access-control-allow-headers"]
-        == "Content-Type, Authorization, X-Keyturn-CSRF"
+        == "Content-Type, Authorization, X-Keyturn-CSRF, DPoP"
     )
     assert "origin" in vary(response)
 

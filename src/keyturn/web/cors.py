@@ -35,8 +35,8 @@ log = logging.getLogger("keyturn.web")
 
 PATH_PREFIX = "/auth/"
 ALLOW_METHODS = "GET, POST, DELETE"
-ALLOW_HEADERS = "Content-Type, Authorization, X-Keyturn-CSRF"
-EXPOSE_HEADERS = "WWW-Authenticate, Retry-After"
+ALLOW_HEADERS = "Content-Type, Authorization, X-Keyturn-CSRF, DPoP"
+EXPOSE_HEADERS = "WWW-Authenticate, Retry-After, DPoP-Nonce"
 MAX_AGE = "600"
 
 LoadClients = Callable[[], Awaitable[Iterable[Client]]]

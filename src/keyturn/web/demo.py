@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from keyturn.core.errors import InvalidToken
 from keyturn.service.demo import DEMO_CLIENT_ID
+from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
-from keyturn.web.first_party import bearer_token
 from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
@@ -134,7 +134,7 @@ async def page(request: Request, engine: Engine) -> Response:
 async def me(request: Request, engine: Engine) -> Response:
     """Who the bearer access token speaks for, if its session is live: what a resource
     server of the demo would check before answering."""
-    session = await engine.inspection.bearer_session(bearer_token(request))
+    session = await current_session(request, engine)
     user = await engine.store.get_user(session.user_id)
     if user is None or not user.enabled:
         raise InvalidToken

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from keyturn.core import errors
+from keyturn.core.dpop_errors import InvalidDpopProof, UseDpopNonce
 
 # RFC 6749 §5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E )
 _NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -35,6 +36,9 @@ STATUS: dict[type[errors.KeyturnError], int] = {
     errors.RateLimited: 429,
     errors.StoreUnavailable: 503,
     errors.SigningUnavailable: 503,
+    # RFC 9449 §5 and §8: a token request with a bad proof, or without the nonce.
+    InvalidDpopProof: 400,
+    UseDpopNonce: 400,
 }
 """Each error class's status; a test proves every class in `errors.ALL_ERRORS` is here."""
 
@@ -49,6 +53,20 @@ class CrossSiteRefused(errors.InvalidRequest):
 
 
 STATUS[CrossSiteRefused] = 403
+
+
+class ResourceProofRefused(InvalidDpopProof):
+    """`InvalidDpopProof` at a first-party endpoint that takes a DPoP-bound access
+    token: RFC 9449 §7.1 answers it 401 with a `DPoP` challenge."""
+
+
+class ResourceNonceRequired(UseDpopNonce):
+    """`UseDpopNonce` at a first-party endpoint that takes a DPoP-bound access token:
+    401 with a `DPoP` challenge and the nonce (RFC 9449 §9)."""
+
+
+STATUS[ResourceProofRefused] = 401
+STATUS[ResourceNonceRequired] = 401
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +99,11 @@ def to_response(error: errors.KeyturnError, *, basic_auth_used: bool = False) ->
     if isinstance(error, errors.InvalidToken):
         # RFC 6750 §3: the challenge names the scheme and the error.
         headers["WWW-Authenticate"] = 'Bearer realm="keyturn", error="invalid_token"'
+    if isinstance(error, UseDpopNonce):
+        # RFC 9449 §8.1 (token endpoint), §9 (resource): the nonce to retry with.
+        headers["DPoP-Nonce"] = error.nonce
+    if isinstance(error, ResourceProofRefused | ResourceNonceRequired):
+        headers["WWW-Authenticate"] = f'DPoP realm="keyturn", error="{error.code}"'
     if isinstance(error, errors.RateLimited):
         headers["Retry-After"] = str(max(1, error.retry_after))
     if status == 503:

@@ -24,6 +24,7 @@ from keyturn.core.scopes import parse_scope
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.results import IssuedTokens
 from keyturn.web.context import request_context
+from keyturn.web.dpop import current_session, proof_key, with_nonce
 from keyturn.web.errors import NO_STORE, CrossSiteRefused
 from keyturn.web.forms import parse_json_object, read_limited, text_field
 from keyturn.web.limits import limit_login_address
@@ -114,6 +115,7 @@ def bearer_token(request: Request) -> str | None:
 async def login(request: Request, engine: Engine) -> Response:
     await limit_login_address(engine, request)
     data = await _json(request)
+    key = await proof_key(request, engine)
     client = await _client(engine, data)
     if client.delivery is Delivery.COOKIE:
         _check_cross_site(request, client)
@@ -131,17 +133,20 @@ async def login(request: Request, engine: Engine) -> Response:
         device_name=device_name,
         previous_refresh_token=previous,
         context=request_context(request),
+        key_thumbprint=key,
     )
-    return _answer(issued, client, engine)
+    return with_nonce(_answer(issued, client, engine), engine, key)
 
 
 async def refresh(request: Request, engine: Engine) -> Response:
     data = await _json(request)
+    # Checked before the refresh token is read: a nonce challenge consumes nothing.
+    key = await proof_key(request, engine)
     client = await _client(engine, data)
     token = _presented_refresh_token(request, data, client)
     scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
-    issued = await engine.refresher.refresh(token, client, scope, request_context(request))
-    return _answer(issued, client, engine)
+    issued = await engine.refresher.refresh(token, client, scope, request_context(request), key)
+    return with_nonce(_answer(issued, client, engine), engine, key)
 
 
 async def logout(request: Request, engine: Engine) -> Response:
@@ -165,7 +170,7 @@ async def logout(request: Request, engine: Engine) -> Response:
 
 
 async def logout_all(request: Request, engine: Engine) -> Response:
-    session = await engine.inspection.bearer_session(bearer_token(request))
+    session = await current_session(request, engine)
     await engine.sessions.end_all(session.user_id, context=request_context(request))
     response = Response(status_code=204, headers=dict(NO_STORE))
     _clear_cookie(response)
@@ -173,7 +178,7 @@ async def logout_all(request: Request, engine: Engine) -> Response:
 
 
 async def list_sessions(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(bearer_token(request))
+    current = await current_session(request, engine)
     found = await engine.sessions.list_for(current.user_id)
     return json_response(
         [
@@ -196,7 +201,7 @@ async def list_sessions(request: Request, engine: Engine) -> Response:
 
 
 async def end_session(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(bearer_token(request))
+    current = await current_session(request, engine)
     sid = request.path_params["sid"]
     if not isinstance(sid, str) or len(sid) > 64 or "\x00" in sid:
         raise InvalidRequest("Malformed session id.")
@@ -210,7 +215,7 @@ async def end_session(request: Request, engine: Engine) -> Response:
 
 
 async def change_password(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(bearer_token(request))
+    current = await current_session(request, engine)
     data = await _json(request)
     old = text_field(data, "current_password", max_length=4096) or ""
     new = text_field(data, "new_password", max_length=4096) or ""

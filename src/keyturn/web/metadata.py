@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +22,7 @@ INTROSPECTION_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 endpoint, so it is not offered there."""
 
 
-def metadata(issuer: str, scopes: list[str]) -> dict[str, Any]:
+def metadata(issuer: str, scopes: list[str], dpop_algorithms: Sequence[str] = ()) -> dict[str, Any]:
     base = issuer.rstrip("/")
     return {
         "issuer": issuer,
@@ -42,6 +43,8 @@ def metadata(issuer: str, scopes: list[str]) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint": f"{base}/oauth/introspect",
         "introspection_endpoint_auth_methods_supported": INTROSPECTION_AUTH_METHODS,
+        # RFC 9449 §5.1: the proof algorithms the token endpoint accepts.
+        "dpop_signing_alg_values_supported": list(dpop_algorithms),
     }
 
 
@@ -50,7 +53,7 @@ async def authorization_server(request: Request, engine: Engine) -> Response:
     clients = await engine.admin.list_clients()
     scopes = sorted({s for c in clients if c.enabled for s in c.scope})
     return json_response(
-        metadata(engine.config.issuer, scopes),
+        metadata(engine.config.issuer, scopes, engine.dpop.algorithms),
         headers={"Cache-Control": f"max-age={JWKS_MAX_AGE}"},
     )
 

@@ -9,6 +9,7 @@ from keyturn.core.errors import InvalidRequest, KeyturnError, UnsupportedGrantTy
 from keyturn.core.scopes import parse_scope
 from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
+from keyturn.web.dpop import proof_key, with_nonce
 from keyturn.web.forms import parse_form, read_limited
 from keyturn.web.limits import limit_client
 from keyturn.web.responses import token_response
@@ -27,6 +28,9 @@ async def token(request: Request, engine: Engine) -> Response:
         raise InvalidRequest("The grant_type parameter is required.")
     credentials = client_credentials(request.headers.get("authorization"), form)
     await limit_client(engine, credentials.client_id)
+    # RFC 9449 §5: the proof is checked first, nonce included, so that a refused proof
+    # or a nonce challenge leaves the code or refresh token exactly as it was.
+    key = await proof_key(request, engine)
     refresh_token = form.get("refresh_token")
     if grant_type == "refresh_token" and refresh_token is not None:
         # The hot path: the client is read with the session, in one query.
@@ -36,9 +40,9 @@ async def token(request: Request, engine: Engine) -> Response:
             await engine.clients.authenticate(credentials)  # a bad client answers first
             raise
         issued = await engine.refresher.refresh_for(
-            credentials, refresh_token, scope, request_context(request)
+            credentials, refresh_token, scope, request_context(request), key
         )
-        return token_response(issued)
+        return with_nonce(token_response(issued), engine, key)
     client = await engine.clients.authenticate(credentials)
     scope = parse_scope(form.get("scope"))
     if grant_type == "refresh_token":
@@ -50,8 +54,10 @@ async def token(request: Request, engine: Engine) -> Response:
             form.get("redirect_uri"),
             form.get("code_verifier"),
             request_context(request),
+            key,
         )
-        return token_response(issued)
+        return with_nonce(token_response(issued), engine, key)
     if grant_type == "client_credentials":
-        return token_response(await engine.client_credentials.issue(client, scope))
+        issued = await engine.client_credentials.issue(client, scope, key)
+        return with_nonce(token_response(issued), engine, key)
     raise UnsupportedGrantType

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyturn.core import errors
-from keyturn.web.errors import STATUS, CrossSiteRefused, clean_description, to_response
+from keyturn.core.dpop_errors import DPOP_ERRORS
+from keyturn.web.errors import (
+    STATUS,
+    CrossSiteRefused,
+    ResourceNonceRequired,
+    ResourceProofRefused,
+    clean_description,
+    to_response,
+)
 from keyturn.web.forms import (
     MAX_BODY,
     BodyTooLarge,
@@ -24,8 +32,12 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def test_every_domain_error_is_mapped_to_a_status() -> None:
-    assert set(errors.ALL_ERRORS) <= set(STATUS)
-    assert set(STATUS) - set(errors.ALL_ERRORS) == {CrossSiteRefused}
+    assert {*errors.ALL_ERRORS, *DPOP_ERRORS} <= set(STATUS)
+    assert set(STATUS) - {*errors.ALL_ERRORS, *DPOP_ERRORS} == {
+        CrossSiteRefused,
+        ResourceProofRefused,
+        ResourceNonceRequired,
+    }
 
 
 def test_bearer_errors_carry_the_rfc_6750_challenge_and_csrf_is_403() -> None:
