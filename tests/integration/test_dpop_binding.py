@@ -25,6 +25,7 @@ from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, ClientType, Delivery, GrantType, Session
 from keyturn.core.policy import ClientKind, DpopMode, RotationSettings
+from keyturn.crypto.pkce import s256
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.dpop_proofs import ProofRequest
 from keyturn.service.results import IssuedTokens
@@ -286,3 +287,35 @@ async def test_introspection_shows_the_key_of_bound_tokens(world: World) -> None
     refresh = await world.engine.inspection.introspect(token, world.confidential)
     assert refresh["token_type"] == "refresh_token"
     assert refresh["cnf"] == {"jkt": device.jkt}
+
+
+async def test_a_code_exchanged_with_a_proof_opens_a_bound_session(world: World) -> None:
+    await world.engine.admin.add_client(
+        "app",
+        ClientType.PUBLIC,
+        grant_types={GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN},
+        scope=frozenset({"read"}),
+        redirect_uris=["https://app.test/cb"],
+        rotation=RotationSettings(dpop=DpopMode.REQUIRED),
+    )
+    app = await world.engine.admin.get_client("app")
+    verifier = "v" * 43
+    request = await world.engine.authorization.check(
+        {
+            "response_type": ["code"],
+            "client_id": ["app"],
+            "code_challenge": [s256(verifier)],
+            "code_challenge_method": ["S256"],
+        }
+    )
+    code = await world.engine.authorization.grant_code(request, "alice", PASSWORD)
+    # Refused for want of a proof before the code is looked at: it is not burnt.
+    with pytest.raises(InvalidDpopProof):
+        await world.engine.authorization.exchange(app, code, None, verifier)
+    device = KeyHolder()
+    issued = await world.engine.authorization.exchange(
+        app, code, None, verifier, key_thumbprint=await world.key(device)
+    )
+    assert issued.token_type == "DPoP"
+    assert claims_of(issued.access_token)["cnf"] == {"jkt": device.jkt}
+    assert (await world.session(issued)).dpop_jkt == device.jkt

@@ -132,7 +132,7 @@ class Authorization:
             raise UnauthorizedClient("This client may not use the authorization code grant.")
         # Before the code is looked at: a request refused for its proof burns nothing,
         # and the client can send it again with one.
-        key = admitted_key(client, key_thumbprint)
+        dpop_key = admitted_key(client, key_thumbprint)
         if code is None:
             raise InvalidRequest("The code parameter is required.")
         if len(code) > MAX_CODE_LENGTH or not code.startswith(CODE_PREFIX):
@@ -169,7 +169,7 @@ class Authorization:
             found.scope,
             found.device,
             authenticated_at=found.authenticated_at,
-            key_thumbprint=key,
+            key_thumbprint=dpop_key,
         )
         won = await self._store.redeem_authorization_code(
             key,
@@ -193,7 +193,7 @@ class Authorization:
                 await self._end_what_it_issued(again, now, context)
             raise InvalidGrant(detail="authorization code used concurrently")
         return await issue_for_session(
-            self._tokens, self._clock, self._config, session, client, 0, found.scope, key
+            self._tokens, self._clock, self._config, session, client, 0, found.scope, dpop_key
         )
 
     def _refusal(
