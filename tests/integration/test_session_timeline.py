@@ -317,3 +317,34 @@ async def test_a_page_out_of_range_is_an_invalid_request(
     alice = await world.engine.admin.user_named("alice")
     with pytest.raises(InvalidRequest):
         await world.engine.timelines.events_for(alice.id, phone.sid, after_id=after, limit=limit)
+
+
+async def test_a_password_change_ends_the_others_and_is_only_an_entry_of_its_own(
+    world: World,
+) -> None:
+    phone, laptop = await world.login(), await world.login()
+    world.clock.advance(5)
+    alice = await world.engine.admin.user_named("alice")
+    await world.engine.sessions.change_password(
+        alice.id, PASSWORD, "a brand new long passphrase", keep=phone.sid
+    )
+    kept = await world.engine.timelines.explain(phone.sid)
+    assert shape(kept) == [
+        ("login_succeeded", None, 0),
+        ("password_changed", "password_changed", None),
+    ]
+    assert kept.end.live
+    ended = await world.engine.timelines.explain(laptop.sid)
+    assert ended.end.source is EndSource.SHARED_EVENT
+    assert ended.end.reason is RevocationReason.PASSWORD_CHANGED
+
+
+async def test_a_disabled_client_is_the_shared_end_of_its_sessions(world: World) -> None:
+    phone = await world.login()
+    world.clock.advance(5)
+    await world.engine.admin.disable_client("phone")
+    timeline = await world.engine.timelines.explain(phone.sid)
+    assert timeline.end.source is EndSource.SHARED_EVENT
+    assert timeline.end.reason is RevocationReason.CLIENT_DISABLED
+    assert timeline.end.event is not None
+    assert timeline.end.event.kind is EventType.CLIENT_DISABLED
