@@ -274,7 +274,8 @@ def build_timeline(
         position = known_index
         while position < len(entries) and last_at is not None and _at(entries[position]) <= last_at:
             position += 1
-        entries.insert(position, Rotations(known, session.generation, known_at, end.at, last_at))
+        before = _at(entries[position]) if position < len(entries) else end.at
+        entries.insert(position, Rotations(known, session.generation, known_at, before, last_at))
     return Timeline(session, tuple(entries), end, complete)
 
 

@@ -108,4 +108,7 @@ def test_rotations_after_the_last_generation_go_before_later_events_by_time() ->
     timeline = build_timeline(session, events, T0 + timedelta(minutes=3))
     kinds = ["rotations" if isinstance(e, Rotations) else e.kind.value for e in timeline.entries]
     assert kinds == ["login_succeeded", "rotations", "password_changed"]
+    rotations = timeline.entries[1]
+    assert isinstance(rotations, Rotations)
+    assert (rotations.after, rotations.before) == (T0, T0 + timedelta(minutes=2))
     assert timeline.end.live
