@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from test_oauth_token_endpoint import assert_error
 
 from conftest import Server
+from support import dpop_proofs
 from support.engine import PASSWORD
 
 PHONE = "Phone/1.0 (e2e)"
@@ -229,3 +231,50 @@ def test_a_stolen_token_ends_the_session_and_the_user_sees_why(server: Server) -
         ("login_succeeded", None, 0),
         ("reuse_detected", "reuse_outside_window", 0),
     ]
+
+
+def test_a_dpop_bound_token_is_answered_as_the_sessions_list_answers_it(server: Server) -> None:
+    key = dpop_proofs.Client()
+    nonce: str | None = None
+
+    def send(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """With a fresh proof; once more with the nonce of a challenge (RFC 9449 §8, §9)."""
+        nonlocal nonce
+        headers = kwargs.pop("headers", {})
+        extra = kwargs.pop("proof_claims", {})
+        for _ in range(2):
+            proof = key.proof(
+                htm=method, htu=server.base + path, iat=int(time.time()), nonce=nonce, **extra
+            )
+            response = httpx.request(
+                method, server.base + path, headers={**headers, "DPoP": proof}, timeout=30, **kwargs
+            )
+            nonce = response.headers.get("dpop-nonce", nonce)
+            if "use_dpop_nonce" not in response.text:
+                break
+        return response
+
+    logged_in = send(
+        "POST",
+        "/auth/login",
+        json={"username": "alice", "password": PASSWORD, "client_id": "native"},
+    )
+    assert logged_in.status_code == 200, logged_in.text
+    assert logged_in.json()["token_type"] == "DPoP"
+    access = logged_in.json()["access_token"]
+    path = f"/auth/sessions/{_sid_claim(access)}/events"
+    # A bound token sent as a bearer token is worth nothing here (RFC 9449 §7.1), as at
+    # GET /auth/sessions.
+    as_bearer = httpx.get(server.base + path, headers=bearer(access), timeout=30)
+    listed = httpx.get(f"{server.base}/auth/sessions", headers=bearer(access), timeout=30)
+    assert_error(as_bearer, 401, "invalid_token")
+    assert (as_bearer.status_code, as_bearer.content) == (listed.status_code, listed.content)
+    answered = send(
+        "GET",
+        path,
+        headers={"Authorization": f"DPoP {access}"},
+        proof_claims={"ath": dpop_proofs.ath(access)},
+    )
+    assert answered.status_code == 200, answered.text
+    assert [e["kind"] for e in answered.json()["events"]] == ["login_succeeded"]
+    assert key.jkt not in answered.text  # the user is not shown the key's thumbprint

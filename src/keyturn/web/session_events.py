@@ -17,8 +17,8 @@ from starlette.responses import Response
 
 from keyturn.core.errors import InvalidRequest, NotFound
 from keyturn.service.timeline import MAX_CURSOR, MAX_PAGE, EventEntry, EventsPage
+from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
-from keyturn.web.first_party import bearer_token
 from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
@@ -77,7 +77,9 @@ def _body(page: EventsPage) -> dict[str, Any]:
 
 
 async def session_events(request: Request, engine: Engine) -> Response:
-    current = await engine.inspection.bearer_session(bearer_token(request))
+    # Authenticated exactly as GET /auth/sessions: a Bearer token, or a DPoP-bound one
+    # with a proof of its key (RFC 9449 §7.1).
+    current = await current_session(request, engine)
     limit, cursor = _page(request)
     sid = request.path_params["sid"]
     if not isinstance(sid, str) or not 0 < len(sid) <= MAX_SESSION_ID:
