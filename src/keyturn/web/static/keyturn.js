@@ -7,6 +7,12 @@
  *   the page could read later. A reload gets a new one through the cookie: `restore()`.
  * - `fetch()` adds the bearer token; on a 401 it refreshes once and retries once.
  * - The token is refreshed by itself shortly before it expires.
+ * - A refresh whose answer is lost (a network error, no answer within `timeoutSeconds`,
+ *   a 5xx or a 429) is sent again at once and then after a growing, bounded wait, with
+ *   the same cookie: keyturn answers a retry of a rotated-out token with the same
+ *   successor inside the client's retry window (10 s for a browser client), so the
+ *   session survives. Such a failure never signs out; only a refusal (`invalid_grant`:
+ *   the session is over) does.
  * - Refreshes started together in this page share one request.
  * - Across the tabs of one origin there is one refresh at a time (Web Locks), and its
  *   new access token goes to every tab (BroadcastChannel): ten open tabs make one
@@ -31,6 +37,8 @@ const ASK_WAIT_MS = 150;
 /** How long the tab that refreshed keeps the lock after telling the others, so that
  * a tab next in line has the new token before it decides whether to refresh. */
 const SETTLE_MS = 50;
+/** The longest wait between two tries of one refresh. */
+const MAX_BACKOFF_MS = 2_000;
 
 /** An error answer of keyturn (RFC 6749 §5.2 shape), or a failed request. */
 export class KeyturnError extends Error {
@@ -46,9 +54,10 @@ export class KeyturnError extends Error {
     this.code = code;
   }
 
-  /** True when keyturn refused for good (not a network failure, a 429 or a 5xx). */
+  /** True when keyturn refused for good (not a network failure, a timeout, a 408, a
+   * 429 or a 5xx). */
   get refused() {
-    return this.status >= 400 && this.status < 500 && this.status !== 429;
+    return this.status >= 400 && this.status < 500 && this.status !== 408 && this.status !== 429;
   }
 }
 
@@ -57,6 +66,9 @@ export class KeyturnClient extends EventTarget {
   #clientId;
   #refreshLead;
   #retryDelay;
+  #attempts;
+  #backoff;
+  #timeout;
   #fetch;
   #token = null;
   #expiresAt = 0;
@@ -72,14 +84,26 @@ export class KeyturnClient extends EventTarget {
    * @param {string} [options.baseUrl] keyturn's URL; "" when it serves this page
    * @param {number} [options.refreshLeadSeconds] refresh this long before expiry (at
    *   most a quarter of the token's lifetime)
-   * @param {number} [options.retrySeconds] wait before retrying a refresh that failed
-   *   for a passing reason (network, 429, 5xx)
+   * @param {number} [options.attempts] tries of one refresh whose answer is lost
+   *   (network error, timeout, 408, 429, 5xx), all with the same cookie
+   * @param {number} [options.backoffSeconds] wait before the second try; doubled for
+   *   each next one, at most 2 s. With the defaults the fourth try leaves within
+   *   about 2 s of the first when the connections are cut, inside a browser client's
+   *   10 s retry window
+   * @param {number} [options.timeoutSeconds] a refresh request unanswered this long is
+   *   abandoned and tried again (the server may have rotated: the retry gets the same
+   *   successor)
+   * @param {number} [options.retrySeconds] when every try failed for a passing reason,
+   *   wait this long before the next round (the page stays signed in meanwhile)
    * @param {typeof fetch} [options.fetch] the fetch to use
    */
   constructor({
     clientId,
     baseUrl = "",
     refreshLeadSeconds = 5,
+    attempts = 4,
+    backoffSeconds = 0.25,
+    timeoutSeconds = 5,
     retrySeconds = 5,
     fetch = globalThis.fetch.bind(globalThis),
   }) {
@@ -89,6 +113,9 @@ export class KeyturnClient extends EventTarget {
     this.#baseUrl = baseUrl.replace(/\/$/, "");
     this.#refreshLead = refreshLeadSeconds * 1000;
     this.#retryDelay = retrySeconds * 1000;
+    this.#attempts = Math.max(1, Math.floor(attempts));
+    this.#backoff = backoffSeconds * 1000;
+    this.#timeout = timeoutSeconds * 1000;
     this.#fetch = fetch;
     this.#lockName = `keyturn-refresh:${clientId}`;
     if (typeof BroadcastChannel === "function") {
@@ -136,8 +163,11 @@ export class KeyturnClient extends EventTarget {
 
   /**
    * Rotate the refresh token for a new access token. Calls made while one is under
-   * way share it. When keyturn refuses, the session is over: `signedout` is
-   * dispatched (if this page was signed in) and the KeyturnError is thrown.
+   * way share it. A lost answer is tried again (see `attempts`); when every try is
+   * lost the KeyturnError (status 0 or 5xx) is thrown and, if signed in, another round
+   * is scheduled after `retrySeconds`. When keyturn refuses, the session is over:
+   * `signedout` is dispatched (if this page was signed in) and the KeyturnError is
+   * thrown.
    */
   refresh() {
     if (this.#refreshing === null) {
@@ -190,7 +220,7 @@ export class KeyturnClient extends EventTarget {
     }
     let answer;
     try {
-      answer = await this.#post("/auth/refresh", { client_id: this.#clientId });
+      answer = await this.#refreshRequest();
     } catch (error) {
       if (error instanceof KeyturnError && error.refused) {
         const wasSignedIn = this.#token !== null;
@@ -204,6 +234,32 @@ export class KeyturnClient extends EventTarget {
     this.#accept(answer);
     this.#tell({ type: "token", ...this.#current() });
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+  }
+
+  /**
+   * POST /auth/refresh until it is answered, at most `attempts` times. The browser
+   * sends the cookie it holds, and holds the old one until an answer arrives: a retry
+   * presents the same refresh token, so a lost answer costs one replay, never the
+   * session. The last failure is thrown; a refusal at once.
+   */
+  async #refreshRequest() {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#post(
+          "/auth/refresh",
+          { client_id: this.#clientId },
+          { timeout: this.#timeout },
+        );
+      } catch (error) {
+        if (!(error instanceof KeyturnError) || error.refused || attempt >= this.#attempts) {
+          throw error;
+        }
+      }
+      // Half to all of the doubled wait: tabs of many browsers that lost their answers
+      // together do not come back in step.
+      const wait = Math.min(this.#backoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
+      await new Promise((resolve) => setTimeout(resolve, wait * (0.5 + Math.random() / 2)));
+    }
   }
 
   /** True when this tab holds a token that is not yet due for a refresh. */
@@ -277,22 +333,52 @@ export class KeyturnClient extends EventTarget {
     }
   }
 
-  async #post(path, body) {
-    let response;
+  /**
+   * POST a JSON body to keyturn. Every failure is a KeyturnError: status 0 with
+   * `network_error` or `timeout` when no answer came (within `timeout` ms, if given).
+   */
+  async #post(path, body, { timeout = 0 } = {}) {
+    const abort = timeout > 0 ? new AbortController() : null;
+    const timer = abort && setTimeout(() => abort.abort(), timeout);
     try {
-      response = await this.#fetch(this.#baseUrl + path, {
-        method: "POST",
-        credentials: "include",
-        cache: "no-store",
-        // The CSRF proof keyturn asks of every cookie-authenticated request.
-        headers: { "Content-Type": "application/json", [CSRF_HEADER]: "1" },
-        body: JSON.stringify(body),
-      });
-    } catch (failure) {
-      throw new KeyturnError(0, "network_error", String(failure));
+      let response;
+      try {
+        response = await this.#fetch(this.#baseUrl + path, {
+          method: "POST",
+          credentials: "include",
+          cache: "no-store",
+          // The CSRF proof keyturn asks of every cookie-authenticated request.
+          headers: { "Content-Type": "application/json", [CSRF_HEADER]: "1" },
+          body: JSON.stringify(body),
+          signal: abort?.signal,
+        });
+      } catch (failure) {
+        if (abort?.signal.aborted) {
+          throw new KeyturnError(0, "timeout", `no answer in ${timeout} ms`);
+        }
+        throw new KeyturnError(0, "network_error", String(failure));
+      }
+      if (response.status === 204) return null;
+      return await KeyturnClient.#read(response, abort);
+    } finally {
+      if (timer) clearTimeout(timer);
     }
-    if (response.status === 204) return null;
-    const data = await response.json().catch(() => ({}));
+  }
+
+  /** The JSON of an answer; a KeyturnError for an error answer or a body cut off. */
+  static async #read(response, abort) {
+    let data;
+    try {
+      data = await response.json();
+    } catch (failure) {
+      // A body that never arrived whole is a lost answer, like a failed request. (A 2xx
+      // must have a body; an error answer without JSON still says its status.)
+      if (response.ok || abort?.signal.aborted) {
+        const code = abort?.signal.aborted ? "timeout" : "network_error";
+        throw new KeyturnError(0, code, String(failure));
+      }
+      data = {};
+    }
     if (!response.ok) {
       throw new KeyturnError(
         response.status,
