@@ -32,6 +32,7 @@ class LossyProxy:
         drop_rate: float = 0.0,
         drop_paths: Iterable[str] = (),
         seed: int = 0,
+        leak: int = 0,
     ) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
@@ -40,6 +41,10 @@ class LossyProxy:
         self.drop_rate = drop_rate
         """The share of `POST`s to `drop_paths` whose response is lost (seeded)."""
         self.drop_paths = frozenset(drop_paths)
+        self.leak = leak
+        """Bytes of a dropped response let through before the cut. With none, a browser
+        may resend the request by itself on a kept-alive connection (Chromium does);
+        a few make the loss the page's to handle."""
         self.rolled = 0
         """Requests to `drop_paths` that reached the proxy (each rolled once)."""
         self.dropped = 0
@@ -160,6 +165,9 @@ class LossyProxy:
                 while data := await upstream_reader.read(65536):
                     if doomed.is_set():
                         self.dropped += 1
+                        if self.leak:
+                            writer.write(data[: self.leak])
+                            await writer.drain()
                         writer.transport.abort()
                         return
                     writer.write(data)
