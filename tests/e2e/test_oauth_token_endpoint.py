@@ -337,13 +337,16 @@ def test_md02_md03_metadata_and_jwks(server: Server) -> None:
         assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
 
 
-def test_dp01_a_dpop_header_still_gets_a_bearer_token(server: Server) -> None:
+def test_dp01_a_malformed_dpop_header_is_refused_and_consumes_nothing(server: Server) -> None:
+    # RFC 9449 §4.3: a DPoP header is checked, never ignored (tests/e2e/test_dpop_*).
+    token = server.rt0()
     response = post(
         server,
-        {"grant_type": "refresh_token", "refresh_token": server.rt0(), "client_id": "native"},
+        {"grant_type": "refresh_token", "refresh_token": token, "client_id": "native"},
         headers={"DPoP": "eyJhbGciOiJFUzI1NiJ9.e30.sig"},
     )
-    assert response.json()["token_type"] == "Bearer"
+    assert_error(response, 400, "invalid_dpop_proof")
+    assert refresh(server, token).json()["token_type"] == "Bearer"
 
 
 def test_healthz_and_readyz(server: Server) -> None:
