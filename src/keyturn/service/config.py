@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keyturn.core.models import Client, Lifetimes
 from keyturn.core.policy import NO_LIMIT, NoLimit, ReplayBudget, resolve
 from keyturn.core.rotation import RotationPolicy
+
+_POLICIES_MAX = 256
 
 
 class ReuseScope(enum.StrEnum):
@@ -35,11 +37,30 @@ class EngineConfig:
     recommends at most ten minutes)."""
     key_refresh_seconds: int = 30
     """How often a process re-reads the key table to learn of a rotation elsewhere."""
+    _policies: dict[int, tuple[Client, RotationPolicy]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Each client's resolved policy, by the identity of the `Client` value: a refresh
+    asks for it on the hot path, and resolving costs more than the rest of the rules."""
 
     def lifetimes_for(self, client: Client) -> Lifetimes:
         return client.lifetimes.apply(self.lifetimes)
 
     def rotation_policy(self, client: Client) -> RotationPolicy:
+        """The rules' policy for `client`: its registration over the server's defaults."""
+        # Clients are immutable values and a store hands back the same object for an
+        # unchanged row, so identity is a safe key; the client kept beside the policy
+        # keeps its id from being reused by another object.
+        cached = self._policies.get(id(client))
+        if cached is not None and cached[0] is client:
+            return cached[1]
+        if len(self._policies) >= _POLICIES_MAX:
+            self._policies.clear()
+        policy = self._resolve(client)
+        self._policies[id(client)] = (client, policy)
+        return policy
+
+    def _resolve(self, client: Client) -> RotationPolicy:
         chosen = resolve(client.rotation, self.grace_seconds, self.replay_budget)
         return RotationPolicy(
             retry_window=chosen.retry_window,
