@@ -7,6 +7,7 @@ every security-relevant fact is. An event never holds a token, a password or a s
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,3 +66,18 @@ class RecordedEvent:
 
     id: int
     event: SecurityEvent
+
+
+_LIVE_GENERATION = re.compile(r"\blive generation (\d{1,18})\b")
+
+
+def live_generation_note(generation: int) -> str:
+    """How an event's `detail` says the session's live generation when it happened: the
+    rotations between two events are told from it (`keyturn sessions explain`)."""
+    return f"live generation {generation}"
+
+
+def live_generation_in(detail: str | None) -> int | None:
+    """The live generation an event's `detail` notes (`live_generation_note`), if any."""
+    found = _LIVE_GENERATION.search(detail or "")
+    return int(found[1]) if found else None

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol, assert_never, runtime_checkable
 
-from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.audit import EventType, SecurityEvent, live_generation_note
 from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidScope, UnauthorizedClient
 from keyturn.core.ids import ClientId
@@ -308,7 +308,7 @@ class Refresher:
             generation=generation,
             reason=outcome.value,
             device=context.device,
-            detail=f"live generation {session.generation}",
+            detail=live_generation_note(session.generation),
         )
 
     async def _revoke(
@@ -319,7 +319,7 @@ class Refresher:
         context: RequestContext,
         key: str | None,
     ) -> None:
-        detail = f"live generation {session.generation}" if reason.signals_theft else None
+        detail = live_generation_note(session.generation) if reason.signals_theft else None
         if reason is RevocationReason.REUSE_KEY_MISMATCH:
             # Thumbprints are public values; they tell the operator which key came.
             presented = f"DPoP key {key}" if key else "no DPoP proof"
@@ -353,7 +353,8 @@ class Refresher:
                 generation=generation,
                 reason=why.value,
                 device=context.device,
-                detail=f"session client {session.client_id}, live generation {session.generation}",
+                detail=f"session client {session.client_id}, "
+                + live_generation_note(session.generation),
             )
         )
 

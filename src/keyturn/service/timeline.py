@@ -11,12 +11,11 @@ is when the last one did. No rotation is given a time the store does not hold.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from keyturn.core.audit import EventType, RecordedEvent
+from keyturn.core.audit import EventType, RecordedEvent, live_generation_in
 from keyturn.core.errors import InvalidRequest, NotFound
 from keyturn.core.ids import SessionId, UserId
 from keyturn.core.models import Device, RevocationReason, Session
@@ -30,8 +29,6 @@ MAX_PAGE = 200
 """The most events one page of `events_for` holds."""
 MAX_CURSOR = 2**63 - 1
 """Event ids are signed 64-bit integers in every store."""
-
-_LIVE_GENERATION = re.compile(r"\blive generation (\d{1,18})\b")
 
 # The events whose request was accepted on the session: a session bound to a DPoP key
 # accepts nothing but a proof of that key (RFC 9449 §5, core/rotation.py), so these,
@@ -175,8 +172,7 @@ def live_generation(recorded: RecordedEvent) -> int | None:
     event = recorded.event
     if event.type in (EventType.LOGIN_SUCCEEDED, EventType.SESSION_CREATED):
         return 0 if event.generation == 0 else None
-    found = _LIVE_GENERATION.search(event.detail or "")
-    return int(found[1]) if found else None
+    return live_generation_in(event.detail)
 
 
 def _entry(recorded: RecordedEvent, session: Session, ends: bool) -> EventEntry:
