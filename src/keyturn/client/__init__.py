@@ -12,15 +12,27 @@ against any RFC 6749 server, with rotating refresh tokens handled the safe way.
 One refresh at a time however many threads or tasks need it; the new refresh token is
 saved before it is used; a refresh lost on the network is retried with the same token
 (the server's grace window answers it again); `LoginRequired` when the session is over.
+With `dpop=True`, every token request and every call with a bound access token carries
+a DPoP proof (RFC 9449) of a key the store keeps beside the refresh token.
 """
 
 from keyturn.client.auth import RefreshingAuth
-from keyturn.client.errors import LoginRequired, RefreshFailed, RefreshUnavailable
-from keyturn.client.stores import CallbackStore, FileStore, MemoryStore, RefreshTokenStore
+from keyturn.client.dpop import DpopKey
+from keyturn.client.errors import GrantRefused, LoginRequired, RefreshFailed, RefreshUnavailable
+from keyturn.client.stores import (
+    CallbackStore,
+    DpopKeyStore,
+    FileStore,
+    MemoryStore,
+    RefreshTokenStore,
+)
 
 __all__ = [
     "CallbackStore",
+    "DpopKey",
+    "DpopKeyStore",
     "FileStore",
+    "GrantRefused",
     "LoginRequired",
     "MemoryStore",
     "RefreshFailed",

@@ -10,7 +10,11 @@ The rules it keeps, each against a way apps log their users out at random:
 - a refresh whose answer is lost (a network error, a timeout, a 5xx or a 429) is
   retried with the same refresh token after a bounded backoff: the server's retry
   window hands back the same successor. It never forgets the tokens;
-- `invalid_grant` is final: the tokens are forgotten and `LoginRequired` raised.
+- `invalid_grant` is final: the tokens are forgotten and `LoginRequired` raised;
+- with DPoP (`dpop=True`, RFC 9449), every token request and every API call made with
+  a DPoP-bound access token carries a proof of one key, the store's: a lost answer is
+  retried with the same key (the server's key continuity answers it with the live
+  token), and a `use_dpop_nonce` challenge is answered once with the nonce it names.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from keyturn.client.errors import LoginRequired, RefreshFailed, RefreshUnavailable
-from keyturn.client.stores import MemoryStore, RefreshTokenStore
+from keyturn.client.dpop import DpopKey, Nonces
+from keyturn.client.errors import GrantRefused, LoginRequired, RefreshFailed, RefreshUnavailable
+from keyturn.client.stores import DpopKeyStore, MemoryStore, RefreshTokenStore
 
 TokenHook = Callable[[Mapping[str, Any]], None]
 
@@ -39,6 +44,9 @@ class _Access:
     token: str
     refresh_at: float
     """When to refresh ahead of expiry (wall clock)."""
+    dpop: bool = False
+    """Bound to the kit's DPoP key (`token_type` DPoP): sent as `DPoP <token>` with a
+    proof, never as a bearer token."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class RefreshingAuth(httpx.Auth):
         async_http: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        dpop: bool = False,
+        dpop_key: DpopKey | None = None,
     ) -> None:
         """`refresh_at` is the fraction of an access token's lifetime after which it
         is refreshed ahead of expiry (± `jitter`, so a fleet does not refresh in step).
@@ -82,7 +92,14 @@ class RefreshingAuth(httpx.Auth):
         `timeout + 1.5 * backoff` of a request whose answer was lost: keep it inside
         the client's retry window (10 s for a `browser` client; unbounded for `native`
         and `agent`). `on_tokens` sees every token response, after the refresh token in
-        it has been saved."""
+        it has been saved.
+
+        `dpop=True` (or a `dpop_key`) sends a DPoP proof (RFC 9449) with every token
+        request, and with every API call whose access token is DPoP-bound. The key is
+        `dpop_key`, else the store's (`FileStore`: a 0600 file beside the token;
+        `MemoryStore`: in memory), generated on first use; a store that keeps no key
+        (`CallbackStore`) needs `dpop_key`, or a restart would lose the key the session
+        is bound to, and the server would end the session at the next refresh."""
         if not 0 < refresh_at <= 1 or not 0 <= jitter < refresh_at:
             raise ValueError("refresh_at is in (0, 1] and jitter in [0, refresh_at)")
         self.token_endpoint = token_endpoint
@@ -102,6 +119,13 @@ class RefreshingAuth(httpx.Auth):
         self._timeout = timeout
         self._clock = clock
         self._access: _Access | None = None
+        self._dpop = dpop or dpop_key is not None
+        self._key = dpop_key
+        self._key_lock = threading.Lock()
+        if self._dpop and dpop_key is None and not _keeps_keys(self._store):
+            raise ValueError("dpop=True needs a store that keeps the key, or dpop_key=")
+        self.nonces = Nonces()
+        """The latest `DPoP-Nonce` of each origin this kit has talked to."""
         self._thread_lock = threading.Lock()
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
         self._async_locks = weakref.WeakKeyDictionary()
@@ -114,12 +138,28 @@ class RefreshingAuth(httpx.Auth):
     def access_token(self) -> str | None:
         return self._access.token if self._access else None
 
+    @property
+    def dpop_key(self) -> DpopKey | None:
+        """The key of the DPoP proofs (loaded or generated on first use); None without
+        DPoP."""
+        if not self._dpop:
+            return None
+        with self._key_lock:
+            if self._key is None:
+                store: DpopKeyStore = self._store  # type: ignore[assignment] # checked in __init__
+                kept = store.load_key()
+                if kept is None:
+                    kept = store.add_key(DpopKey.generate().to_pem())
+                self._key = DpopKey.from_pem(kept)
+            return self._key
+
     def set_tokens(self, response: Mapping[str, Any]) -> None:
         """Adopt a token response (RFC 6749 §5.1) from a login or a code exchange."""
         self._adopt(response, previous=None)
 
     def forget(self) -> None:
-        """Drop both tokens, here and in the store."""
+        """Drop both tokens, here and in the store (the DPoP key is kept: the next login
+        proves with it)."""
         self._access = None
         self._store.save(None)
 
@@ -140,7 +180,8 @@ class RefreshingAuth(httpx.Auth):
             refresh_at = now + float(lifetime) * (self._fraction + spread)
         else:
             refresh_at = float("inf")  # no lifetime given: refresh on a 401 only
-        self._access = _Access(access, refresh_at)
+        bound = self._dpop and str(body.get("token_type", "")).lower() == "dpop"
+        self._access = _Access(access, refresh_at, dpop=bound)
         if self._on_tokens is not None:
             self._on_tokens(body)
 
@@ -156,30 +197,67 @@ class RefreshingAuth(httpx.Auth):
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         if self._due(None):
             self.refresh()
-        used = self._bearer(request)
+        used = self._authorize(request)
         response = yield request
+        if self._resource_nonce_challenge(request, response):
+            self._authorize(request)
+            response = yield request
         if response.status_code == 401:
             self.refresh(stale=used)
-            self._bearer(request)
-            yield request
+            self._authorize(request)
+            response = yield request
+            self._learn_nonce(request, response)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         if self._due(None):
             await self.refresh_async()
-        used = self._bearer(request)
+        used = self._authorize(request)
         response = yield request
+        if self._resource_nonce_challenge(request, response):
+            self._authorize(request)
+            response = yield request
         if response.status_code == 401:
             await self.refresh_async(stale=used)
-            self._bearer(request)
-            yield request
+            self._authorize(request)
+            response = yield request
+            self._learn_nonce(request, response)
 
-    def _bearer(self, request: httpx.Request) -> str:
-        if self._access is None:
+    def _authorize(self, request: httpx.Request) -> str:
+        """Put the access token on `request`: `Bearer <token>`, or for a DPoP-bound
+        token `DPoP <token>` with a fresh proof of the request's method and URL and
+        the token's hash (RFC 9449 §7.1). Returns the token."""
+        access = self._access
+        if access is None:
             raise LoginRequired("no access token")
-        request.headers["Authorization"] = f"Bearer {self._access.token}"
-        return self._access.token
+        key = self.dpop_key if access.dpop else None
+        if key is None:
+            request.headers["Authorization"] = f"Bearer {access.token}"
+            request.headers.pop("DPoP", None)
+            return access.token
+        url = str(request.url)
+        request.headers["Authorization"] = f"DPoP {access.token}"
+        request.headers["DPoP"] = key.proof(
+            request.method, url, nonce=self.nonces.get(url), access_token=access.token
+        )
+        return access.token
+
+    def _learn_nonce(self, request: httpx.Request, response: httpx.Response) -> None:
+        if self._dpop:
+            self.nonces.learn(str(request.url), response.headers.get("dpop-nonce"))
+
+    def _resource_nonce_challenge(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Learn the response's nonce; True when it is a resource server's nonce
+        challenge to a proof (401, `WWW-Authenticate: DPoP error="use_dpop_nonce"`,
+        RFC 9449 §9): the request is sent once more with a proof carrying it."""
+        self._learn_nonce(request, response)
+        return (
+            "dpop" in request.headers
+            and response.status_code == 401
+            and "dpop-nonce" in response.headers
+            and "use_dpop_nonce" in response.headers.get("www-authenticate", "")
+        )
 
     # Refreshing, once however many callers need it
 
@@ -230,25 +308,57 @@ class RefreshingAuth(httpx.Auth):
         return token
 
     def _send_sync(self, http: httpx.Client, token: str) -> _Outcome:
-        self.refreshes += 1
-        try:
-            response = http.send(self._refresh_request(http, token), auth=self._auth())
-        except httpx.TransportError as error:  # timeouts included: the answer is lost
-            return _Outcome(retry=f"{type(error).__name__}: {error}")
+        for answered_challenge in (False, True):
+            self.refreshes += 1
+            try:
+                response = http.send(self._refresh_request(http, token), auth=self._auth())
+            except httpx.TransportError as error:  # timeouts included: the answer is lost
+                return _Outcome(retry=f"{type(error).__name__}: {error}")
+            if answered_challenge or not self._token_nonce_challenge(response):
+                break
         return self._read(response)
 
     async def _send_async(self, http: httpx.AsyncClient, token: str) -> _Outcome:
-        self.refreshes += 1
-        try:
-            response = await http.send(self._refresh_request(http, token), auth=self._auth())
-        except httpx.TransportError as error:
-            return _Outcome(retry=f"{type(error).__name__}: {error}")
+        for answered_challenge in (False, True):
+            self.refreshes += 1
+            try:
+                response = await http.send(self._refresh_request(http, token), auth=self._auth())
+            except httpx.TransportError as error:
+                return _Outcome(retry=f"{type(error).__name__}: {error}")
+            if answered_challenge or not self._token_nonce_challenge(response):
+                break
         return self._read(response)
 
     def _refresh_request(self, http: httpx.Client | httpx.AsyncClient, token: str) -> httpx.Request:
-        """The refresh request (RFC 6749 §6) for `token`, built anew for every try: the
-        one place a per-request proof (a DPoP header, RFC 9449 §5) belongs."""
-        return http.build_request("POST", self.token_endpoint, data=self._form(token))
+        """The refresh request (RFC 6749 §6) for `token`, built anew for every try, each
+        with a new proof of the same key (RFC 9449 §5): a retry of a lost answer is the
+        same device, which the server's key continuity tells from a thief."""
+        request = http.build_request("POST", self.token_endpoint, data=self._form(token))
+        return self._prove(request)
+
+    def _prove(self, request: httpx.Request) -> httpx.Request:
+        """`request` to a token endpoint with a DPoP proof, when the kit uses DPoP."""
+        key = self.dpop_key
+        if key is not None:
+            url = str(request.url)
+            request.headers["DPoP"] = key.proof(request.method, url, nonce=self.nonces.get(url))
+        return request
+
+    def _token_nonce_challenge(self, response: httpx.Response) -> bool:
+        """Learn the response's nonce; True when it is the token endpoint's nonce
+        challenge (400 `use_dpop_nonce` with a `DPoP-Nonce`, RFC 9449 §8): the request
+        is sent once more, at once, with a proof carrying it. The server checks the
+        proof before the refresh token, so the challenged request consumed nothing."""
+        if not self._dpop:
+            return False
+        self.nonces.learn(str(response.request.url), response.headers.get("dpop-nonce"))
+        if response.status_code != 400 or "dpop-nonce" not in response.headers:
+            return False
+        try:
+            body = response.json()
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
 
     def _settle(self, outcome: _Outcome, token: str, attempt: int) -> bool:
         """Apply an outcome; True when done, False to retry. Raises when final."""
@@ -304,6 +414,97 @@ class RefreshingAuth(httpx.Auth):
             return _Outcome(refused=LoginRequired(str(description or "the session has ended")))
         return _Outcome(refused=RefreshFailed(str(error or response.status_code), description))
 
+    # Getting the first tokens
+
+    def grant(self, params: Mapping[str, str]) -> Mapping[str, Any]:
+        """Ask the token endpoint for tokens with `params` (an authorization code
+        exchange, RFC 6749 §4.1.3: `grant_type`, `code`, `redirect_uri`,
+        `code_verifier`; or any other grant), authenticated as the client and, with
+        DPoP, with a proof (a nonce challenge answered once). The answer is adopted as
+        by `set_tokens` and returned. Raises `GrantRefused` when refused."""
+        with self._thread_lock:
+            http = self._http or httpx.Client(timeout=self._timeout)
+            try:
+                for answered_challenge in (False, True):
+                    response = http.send(self._grant_request(http, params), auth=self._auth())
+                    if answered_challenge or not self._token_nonce_challenge(response):
+                        break
+            finally:
+                if self._http is None:
+                    http.close()
+            return self._accept_grant(response)
+
+    async def grant_async(self, params: Mapping[str, str]) -> Mapping[str, Any]:
+        async with self._async_lock():
+            http = self._async_http or httpx.AsyncClient(timeout=self._timeout)
+            try:
+                for answered_challenge in (False, True):
+                    request = self._grant_request(http, params)
+                    response = await http.send(request, auth=self._auth())
+                    if answered_challenge or not self._token_nonce_challenge(response):
+                        break
+            finally:
+                if self._async_http is None:
+                    await http.aclose()
+            return self._accept_grant(response)
+
+    def login(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """POST `body` as JSON to a first-party login endpoint such as keyturn's
+        `/auth/login` (`username`, `password`; the kit adds `client_id`), with a DPoP
+        proof for `url` when the kit uses DPoP, so the session is bound to its key
+        from the start. The answer is adopted and returned; `GrantRefused` if refused."""
+        with self._thread_lock:
+            http = self._http or httpx.Client(timeout=self._timeout)
+            try:
+                for answered_challenge in (False, True):
+                    response = http.send(self._login_request(http, url, body))
+                    if answered_challenge or not self._token_nonce_challenge(response):
+                        break
+            finally:
+                if self._http is None:
+                    http.close()
+            return self._accept_grant(response)
+
+    async def login_async(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        async with self._async_lock():
+            http = self._async_http or httpx.AsyncClient(timeout=self._timeout)
+            try:
+                for answered_challenge in (False, True):
+                    response = await http.send(self._login_request(http, url, body))
+                    if answered_challenge or not self._token_nonce_challenge(response):
+                        break
+            finally:
+                if self._async_http is None:
+                    await http.aclose()
+            return self._accept_grant(response)
+
+    def _grant_request(
+        self, http: httpx.Client | httpx.AsyncClient, params: Mapping[str, str]
+    ) -> httpx.Request:
+        form = dict(params)
+        if self._secret is None:
+            form.setdefault("client_id", self.client_id)
+        return self._prove(http.build_request("POST", self.token_endpoint, data=form))
+
+    def _login_request(
+        self, http: httpx.Client | httpx.AsyncClient, url: str, body: Mapping[str, Any]
+    ) -> httpx.Request:
+        payload = {"client_id": self.client_id, **body}
+        return self._prove(http.build_request("POST", url, json=payload))
+
+    def _accept_grant(self, response: httpx.Response) -> Mapping[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            found = body if isinstance(body, dict) else {}
+            error = str(found.get("error") or f"HTTP {response.status_code}")
+            description = found.get("error_description")
+            raise GrantRefused(response.status_code, error, description)
+        self._adopt(body, previous=None)
+        return body
+
     # Logging out
 
     def logout(self) -> None:
@@ -343,6 +544,10 @@ class RefreshingAuth(httpx.Auth):
         if self._secret is None:
             form["client_id"] = self.client_id
         return form
+
+
+def _keeps_keys(store: RefreshTokenStore) -> bool:
+    return callable(getattr(store, "load_key", None)) and callable(getattr(store, "add_key", None))
 
 
 def _retry_after(value: str | None) -> float | None:

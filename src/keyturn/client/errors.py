@@ -22,3 +22,14 @@ class RefreshFailed(Exception):
 class RefreshUnavailable(Exception):
     """The token endpoint could not be reached (or answered 5xx) after every retry; the
     tokens are kept, and the next request tries again."""
+
+
+class GrantRefused(Exception):
+    """A login or a grant (a code exchange) was refused: `status` and the answer's
+    `error` (e.g. `invalid_grant` for a wrong password) and `error_description`."""
+
+    def __init__(self, status: int, error: str, description: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.description = description
+        super().__init__(f"{error}: {description}" if description else error)
