@@ -25,7 +25,9 @@ from bench.continuity.server import Answer, Issued, Refused, Token
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, ClientType, Delivery, GrantType
+from keyturn.core.models import Device as Peer
 from keyturn.crypto.passwords import Passwords
+from keyturn.service.context import RequestContext
 from keyturn.settings import Settings
 from keyturn.storage import upgrade
 from keyturn.wiring import Engine, migrate, open_engine
@@ -79,13 +81,18 @@ class KeyturnServer:
         self._client_of_session[issued.session_id] = client
         return Token(issued.session_id, issued.refresh_token)
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         self._clock.set(now)
         session_id = SessionId(str(token.family))
         client = self._client_of_session[session_id]
         try:
             issued = await self._engine.refresher.refresh(
-                str(token.value), client, key_thumbprint=self._proof(key)
+                str(token.value),
+                client,
+                context=RequestContext(device=Peer(ip=ip)),
+                key_thumbprint=self._proof(key),
             )
         except InvalidGrant:
             loaded = await self._engine.store.get_session_with_user(session_id)

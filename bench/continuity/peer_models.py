@@ -37,7 +37,9 @@ class PeerServer:
     async def login(self, device: int, now: float, key: str | None = None) -> Token:
         raise NotImplementedError
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         raise NotImplementedError
 
     def _family(self) -> int:
@@ -100,7 +102,9 @@ class _WindowNewTokenServer(PeerServer):
         self._tokens[family] = {}
         return self._mint(family, None)
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         family, ident = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -155,7 +159,9 @@ class _ParentServer(PeerServer):
         self._sessions[family] = _Counter()
         return self._token(family, 0)
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         family, presented = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -214,7 +220,9 @@ class _CountedServer(PeerServer):
         self._sessions[family] = _ClientSession()
         return self._mint(family, now)
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         family, ident = self._unpack(token)
         if family in self.revoked:
             return Refused(self.revoked[family])
@@ -256,7 +264,9 @@ class _NoWindowServer(PeerServer):
         self._generation[family] = 0
         return self._token(family, 0)
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         family, presented = self._unpack(token)
         if presented != self._generation[family]:
             return Refused(None)

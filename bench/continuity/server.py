@@ -45,7 +45,10 @@ class Server(Protocol):
         """Sign `device` in; `key` is the thumbprint of the DPoP key it proves, if any."""
         ...
 
-    async def refresh(self, token: Token, now: float, key: str | None = None) -> Answer:
+    async def refresh(
+        self, token: Token, now: float, key: str | None = None, ip: str | None = None
+    ) -> Answer:
         """Present `token`; `key` is the thumbprint of the DPoP key the presenter proves
-        (the device's own, a thief's copy of it, or `None`: no proof)."""
+        (the device's own, a thief's copy of it, or `None`: no proof), `ip` the address
+        the request comes from (every process and tab of a device shares one)."""
         ...

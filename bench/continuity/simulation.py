@@ -142,7 +142,7 @@ class _Player:
                 case PresentCopy(device=d, copy=c, rtt=rtt):
                     copied = self.devices[d].copies.pop(c, None)
                     if copied is not None:
-                        answer = await self.refresh(copied, now, _key(d))
+                        answer = await self.refresh(copied, now, _key(d), _ip(d))
                         self.later(_Arrival(now + rtt, d, -1, copied, answer))
                 case Theft():
                     self.steal(event)
@@ -163,9 +163,9 @@ class _Player:
             if thief.detected_at is None:
                 thief.detected_at = answer.ended_at
 
-    async def refresh(self, token: Token, now: float, key: str | None) -> Answer:
+    async def refresh(self, token: Token, now: float, key: str | None, ip: str) -> Answer:
         self.counts["refreshes"] += 1
-        answer = await self.server.refresh(token, now, key)
+        answer = await self.server.refresh(token, now, key, ip)
         self.note(token, answer)
         return answer
 
@@ -188,7 +188,7 @@ class _Player:
         token = holder.token
         if token is None:
             return
-        answer = await self.refresh(token, now, _key(event.device))
+        answer = await self.refresh(token, now, _key(event.device), _ip(event.device))
         if device.spec.victim and isinstance(answer, Issued):
             self.rotated_for_victim.add(event.ident)
         if not event.lost:
@@ -231,7 +231,7 @@ class _Player:
         # A thief with the victim's key proves it as the victim's device would; one
         # without it sends no proof (a proof of its own key is refused the same way).
         key = _key(thief.plan.victim) if thief.plan.with_key else None
-        answer = await self.refresh(thief.token, now, key)
+        answer = await self.refresh(thief.token, now, key, f"thief-address-{thief.plan.ident}")
         if thief.first_use_at is None:
             thief.first_use_at = now
         if isinstance(answer, Issued):
@@ -286,6 +286,12 @@ def _key(device: int) -> str:
     """The thumbprint of a device's DPoP key: every process of the device shares it (a
     key file, IndexedDB), so a stale copy presented by any of them proves it."""
     return f"device-key-{device}"
+
+
+def _ip(device: int) -> str:
+    """A device's network address: one per device, shared by its tabs and processes.
+    Thieves present from addresses of their own."""
+    return f"device-address-{device}"
 
 
 async def play(scenario: Scenario, server: Server) -> PlayResult:

@@ -12,7 +12,15 @@ import pytest
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidGrant, NotFound
 from keyturn.core.ids import ClientId, SessionId
-from keyturn.core.models import Client, ClientType, Delivery, GrantType, RevocationReason, Session
+from keyturn.core.models import (
+    Client,
+    ClientType,
+    Delivery,
+    Device,
+    GrantType,
+    RevocationReason,
+    Session,
+)
 from keyturn.core.policy import (
     DEFAULT_BUDGET,
     NO_LIMIT,
@@ -22,6 +30,7 @@ from keyturn.core.policy import (
     RotationSettings,
 )
 from keyturn.core.rotation import RefreshOutcome
+from keyturn.service.context import RequestContext
 from keyturn.service.results import IssuedTokens
 from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with
@@ -277,3 +286,22 @@ def _replay_event(session: Session) -> SecurityEvent:
         session_id=session.id,
         reason=RefreshOutcome.REPLAYED_LOST_RESPONSE.value,
     )
+
+
+async def test_the_rotating_address_is_kept_by_both_ways_of_rotating(world: World) -> None:
+    app = await world.client("app", NATIVE)
+    rt0 = await world.login(app)
+    here = RequestContext(device=Device(ip="192.0.2.7"))
+    there = RequestContext(device=Device(ip="198.51.100.9"))
+    refresher = world.engine.refresher
+    rt1 = await refresher.refresh(rt0.refresh_token or "", app, context=here)  # one statement
+    assert (await world.session(rt1)).rotated_ip == "192.0.2.7"
+    narrowed = frozenset({"read"})
+    rt2 = await refresher.refresh(rt1.refresh_token or "", app, narrowed, context=there)
+    assert (await world.session(rt2)).rotated_ip == "198.51.100.9"  # read, then swap
+    # The other device's parent, at once, from its own address: concurrent, free.
+    await refresher.refresh(rt1.refresh_token or "", app, context=there)
+    assert (await world.session(rt2)).replays == ReplayLog()
+    # The same parent from elsewhere spends a replay.
+    await refresher.refresh(rt1.refresh_token or "", app, context=here)
+    assert (await world.session(rt2)).replays == ReplayLog(1, 1)

@@ -210,6 +210,8 @@ class Session:
     """Which recent generations were replayed: what the replay budget counts."""
     dpop_jkt: str | None = None
     """The RFC 7638 thumbprint of the DPoP key the session is bound to, if any."""
+    rotated_ip: str | None = None
+    """The peer address of the request that rotated to `generation`, if known."""
 
     @property
     def auth_time(self) -> datetime:
@@ -257,6 +259,8 @@ class RotationAttempt:
     at: datetime
     idle_ttl: int
     """Seconds a rotation pushes the idle deadline (the client's rotation policy)."""
+    ip: str | None = None
+    """The peer address of the request, kept as the session's `rotated_ip`."""
 
 
 Attempted = Session | Presentation

@@ -120,10 +120,11 @@ class SessionStore(Protocol):
         from_generation: int,
         at: datetime,
         idle_expires_at: datetime,
+        ip: str | None = None,
     ) -> bool:
         """Compare-and-swap the rotation: if the session is live and at
         `from_generation`, set `generation = from_generation + 1`, `rotated_at = at`,
-        `last_used_at = at` and `idle_expires_at`, and commit. Returns False (and
+        `rotated_ip = ip`, `last_used_at = at` and `idle_expires_at`, and commit. Returns False (and
         changes nothing) if another rotation or a revocation got there first."""
         ...
 

@@ -66,6 +66,8 @@ class Presented:
     requested_scope: Scope | None
     key_thumbprint: str | None = None
     """The RFC 7638 thumbprint of the DPoP proof's key, for a request with a valid proof."""
+    ip: str | None = None
+    """The peer address of the request, if known."""
 
 
 class Refusal(enum.StrEnum):
@@ -201,7 +203,7 @@ def decide(
 
     scope = narrow(session.scope, presented.requested_scope)
     if p < current:
-        return _older(session, p, scope, policy, now)
+        return _older(session, p, scope, presented.ip, policy, now)
 
     # Rule 6. The scope is checked before anything is consumed, so an over-wide
     # request leaves the token live and the next good request is not mistaken for reuse.
@@ -214,7 +216,12 @@ def decide(
 
 
 def _older(
-    session: Session, p: int, scope: Scope | None, policy: RotationPolicy, now: datetime
+    session: Session,
+    p: int,
+    scope: Scope | None,
+    presented_ip: str | None,
+    policy: RotationPolicy,
+    now: datetime,
 ) -> Decision:
     """Rule 5: a token older than the live one."""
     current = session.generation
@@ -229,6 +236,14 @@ def _older(
         return Revoke(RevocationReason.REUSE_OUTSIDE_WINDOW)
     if scope is None:
         return Refuse(Refusal.SCOPE_TOO_WIDE)
+    rotated_at = session.rotated_at or now  # never None here: is_reuse would have held
+    soon = now - rotated_at <= timedelta(seconds=CONCURRENT_SECONDS)
+    if soon and presented_ip is not None and presented_ip == session.rotated_ip:
+        # Tabs, a server-side fan-out, processes of one agent: the same device presents
+        # the parent within seconds of its own rotation, from the address that rotated.
+        # It spends no budget; a thief would have to present from that address, and
+        # within seconds of a rotation he cannot see.
+        return Replay(current, scope, RefreshOutcome.REPLAYED_CONCURRENT, session.replays)
     # A thief who follows a session must replay on nearly every rotation, because the
     # real client and the thief hold one live token between them; a device that loses
     # a response replays on a few. Past the budget, the replays are the thief's.
@@ -236,8 +251,6 @@ def _older(
     budget = policy.replay_budget
     if isinstance(budget, ReplayBudget) and log.count(current, budget.of) > budget.replays:
         return Revoke(RevocationReason.REPLAY_BUDGET_EXCEEDED)
-    rotated_at = session.rotated_at or now  # never None here: is_reuse would have held
-    soon = now - rotated_at <= timedelta(seconds=CONCURRENT_SECONDS)
     outcome = RefreshOutcome.REPLAYED_CONCURRENT if soon else RefreshOutcome.REPLAYED_LOST_RESPONSE
     return Replay(current, scope, outcome, log)
 
@@ -326,6 +339,7 @@ def attempted_session(attempt: RotationAttempt, session: Session) -> Session:
         session,
         generation=attempt.generation + 1,
         rotated_at=attempt.at,
+        rotated_ip=attempt.ip,
         last_used_at=attempt.at,
         idle_expires_at=min(
             attempt.at + timedelta(seconds=attempt.idle_ttl), session.absolute_expires_at

@@ -166,9 +166,16 @@ class ObservedStore:
         return attempted
 
     async def advance_generation(
-        self, session_id: SessionId, from_generation: int, at: datetime, idle_expires_at: datetime
+        self,
+        session_id: SessionId,
+        from_generation: int,
+        at: datetime,
+        idle_expires_at: datetime,
+        ip: str | None = None,
     ) -> bool:
-        won = await self._store.advance_generation(session_id, from_generation, at, idle_expires_at)
+        won = await self._store.advance_generation(
+            session_id, from_generation, at, idle_expires_at, ip
+        )
         if won:
             await self._rotated(session_id)
         return won

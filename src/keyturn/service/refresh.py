@@ -114,7 +114,7 @@ class Refresher:
         if requested_scope is None and self._rotates(client):
             # Safe with a key or without: the attempt's guard never rotates a bound
             # session, which goes on to `decide` and its key check below.
-            attempted = await self._attempt(claims, client)
+            attempted = await self._attempt(claims, client, context)
             if isinstance(attempted, Session):
                 return await self._issue_rotated(attempted, client, key)
             loaded = _loaded(attempted)
@@ -151,7 +151,7 @@ class Refresher:
             key = admitted_key(client, key_thumbprint)
             # The attempt's guard refuses a session bound to a DPoP key (`dpop_jkt IS
             # NULL`): such a session is read, and `decide` checks the proof's key.
-            attempted = await self._attempt(claims, client)
+            attempted = await self._attempt(claims, client, context)
             if isinstance(attempted, Session):
                 return await self._issue_rotated(attempted, client, key)
             read = attempted
@@ -176,7 +176,9 @@ class Refresher:
         client whose tokens do not rotate must not be rotated."""
         return self._config.rotation_policy(client).rotate
 
-    async def _attempt(self, claims: RefreshClaims, client: Client) -> Attempted:
+    async def _attempt(
+        self, claims: RefreshClaims, client: Client, context: RequestContext
+    ) -> Attempted:
         """Rotate `claims` if the session is exactly as a rotation needs it, reading and
         writing in one store operation; otherwise only read (see `Store.attempt_rotation`)."""
         return await self._store.attempt_rotation(
@@ -188,6 +190,7 @@ class Refresher:
                 generation=claims.generation,
                 at=self._clock.now(),
                 idle_ttl=self._config.rotation_policy(client).session_idle_ttl,
+                ip=context.device.ip,
             )
         )
 
@@ -233,7 +236,7 @@ class Refresher:
             decision = decide(
                 session,
                 UserState(enabled=user.enabled, password_changed_at=user.password_changed_at),
-                Presented(claims.generation, client.id, requested_scope, key),
+                Presented(claims.generation, client.id, requested_scope, key, context.device.ip),
                 self._config.rotation_policy(client),
                 now,
             )
@@ -278,14 +281,15 @@ class Refresher:
                 kept = replace(session, last_used_at=now, idle_expires_at=idle)
                 return await self._issue(kept, client, generation, scope, key)
             case Rotate() as rotate:
+                ip = context.device.ip
                 advanced = await self._store.advance_generation(
-                    session.id, rotate.from_generation, now, rotate.idle_expires_at
+                    session.id, rotate.from_generation, now, rotate.idle_expires_at, ip
                 )
                 if not advanced:
                     return None  # lost the race: this presentation is now a replay
                 # Committed: only now may the successor leave this process.
                 self._observe(client, RefreshOutcome.ROTATED)
-                rotated = _rotated(session, rotate, now)
+                rotated = _rotated(session, rotate, now, ip)
                 return await self._issue(rotated, client, rotate.to_generation, rotate.scope, key)
             case _:
                 assert_never(decision)
@@ -370,12 +374,13 @@ def _loaded(read: Presentation) -> tuple[Session, User] | None:
     return (read.session, read.user) if read.session and read.user else None
 
 
-def _rotated(session: Session, rotate: Rotate, now: datetime) -> Session:
+def _rotated(session: Session, rotate: Rotate, now: datetime, ip: str | None) -> Session:
     """The session as `advance_generation` just committed it."""
     return replace(
         session,
         generation=rotate.to_generation,
         rotated_at=now,
+        rotated_ip=ip,
         last_used_at=now,
         idle_expires_at=rotate.idle_expires_at,
     )

@@ -183,6 +183,7 @@ class MemoryStore:
         from_generation: int,
         at: datetime,
         idle_expires_at: datetime,
+        ip: str | None = None,
     ) -> bool:
         async with self._lock:
             session = self._sessions.get(session_id)
@@ -192,6 +193,7 @@ class MemoryStore:
                 session,
                 generation=from_generation + 1,
                 rotated_at=at,
+                rotated_ip=ip,
                 last_used_at=at,
                 idle_expires_at=idle_expires_at,
             )

@@ -160,7 +160,8 @@ _PRESENTATION = rows.PRESENTATION.format(client="$1", session="$2")
 # index, so the update is HOT and touches no index page.
 _ADVANCE = """
 UPDATE sessions
-SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $4
+SET generation = $2 + 1, rotated_at = $3, last_used_at = $3, idle_expires_at = $4,
+    rotated_ip = $5
 WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 """
 
@@ -204,7 +205,7 @@ WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
 # updates a row at most once per statement), and the others find nothing written, as
 # the losers of a race do. The session as committed comes back prefixed `m_`; when the
 # UPDATE wrote, the columns read before it come back NULL (nothing to encode or decode
-# for nothing). One row per attempt, in order ($1..$7 are arrays, one element each).
+# for nothing). One row per attempt, in order ($1..$8 are arrays, one element each).
 _MOVED_AS = ", ".join(f"s.{c} AS m_{c}" for c in rows.SESSION_COLUMNS)
 _PRE_COLUMNS = (
     *(f"c_{c}" for c in rows.CLIENT_COLUMNS),
@@ -218,9 +219,9 @@ _ATTEMPTS = f"""
 WITH attempt AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::int8[], $4::bytea[], $5::timestamptz[],
-        $6::timestamptz[], $7::text[]
+        $6::timestamptz[], $7::text[], $8::text[]
     ) WITH ORDINALITY AS a(client_id, session_id, generation, salt, at, idle_until,
-                           secret_hash, n)
+                           secret_hash, ip, n)
 ),
 pre AS (
     SELECT a.n, {rows.CLIENT_AS}, s.*, {rows.USER_AS}
@@ -232,7 +233,7 @@ pre AS (
 moved AS (
     UPDATE sessions s
     SET generation = a.generation + 1, rotated_at = a.at, last_used_at = a.at,
-        idle_expires_at = LEAST(a.idle_until, s.absolute_expires_at)
+        idle_expires_at = LEAST(a.idle_until, s.absolute_expires_at), rotated_ip = a.ip
     FROM attempt a, users u, clients c
     WHERE s.id = a.session_id AND s.generation = a.generation AND s.salt = a.salt
       AND s.client_id = a.client_id AND s.dpop_jkt IS NULL
@@ -736,6 +737,7 @@ class PostgresStore:
             [a.at for a in attempts],
             [a.at + timedelta(seconds=a.idle_ttl) for a in attempts],
             [a.client_secret_hash for a in attempts],
+            [a.ip for a in attempts],
         )
         # A write: never repeated (a second try could misreport a rotation it won).
         found: list[asyncpg.Record] = await self._run(lambda conn: conn.fetch(_ATTEMPTS, *args))
@@ -747,11 +749,14 @@ class PostgresStore:
         from_generation: int,
         at: datetime,
         idle_expires_at: datetime,
+        ip: str | None = None,
     ) -> bool:
         if not rows.storable(session_id):
             return False
         status = await self._run(
-            lambda conn: conn.execute(_ADVANCE, session_id, from_generation, at, idle_expires_at)
+            lambda conn: conn.execute(
+                _ADVANCE, session_id, from_generation, at, idle_expires_at, ip
+            )
         )
         return status == "UPDATE 1"
 

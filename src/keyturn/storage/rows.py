@@ -59,7 +59,7 @@ SESSION_COLUMNS = (
     "id", "user_id", "client_id", "scope", "salt", "generation", "mac_key_id", "created_at",
     "authenticated_at", "last_used_at", "rotated_at", "idle_expires_at",
     "absolute_expires_at", "revoked_at", "revoked_reason", "user_agent", "ip", "device_name",
-    "replay_newest", "replay_bits", "dpop_jkt",
+    "replay_newest", "replay_bits", "dpop_jkt", "rotated_ip",
 )  # fmt: skip
 CODE_COLUMNS = (
     "code_hash", "client_id", "user_id", "redirect_uri", "redirect_uri_given",
@@ -246,6 +246,7 @@ def session_values(session: Session, to_db: ToDb) -> tuple[Any, ...]:
         session.replays.newest,
         session.replays.bits,
         session.dpop_jkt,
+        session.rotated_ip,
     )
 
 
@@ -274,6 +275,7 @@ def session_from(row: Row, from_db: FromDb, prefix: str = "") -> Session:
         ),
         replays=ReplayLog(int(row[p + "replay_newest"]), int(row[p + "replay_bits"])),
         dpop_jkt=row[p + "dpop_jkt"],
+        rotated_ip=row[p + "rotated_ip"],
     )
 
 

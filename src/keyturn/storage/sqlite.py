@@ -86,10 +86,10 @@ _PRESENTATION = rows.PRESENTATION.format(client="?1", session="?2")
 # rules rotate (`keyturn.core.rotation.attempt_holds`, to which a property test holds
 # it), checked by the statement itself on the state it writes. ?1 generation,
 # ?2 session, ?3 client, ?4 salt, ?5 at, ?6 at + idle ttl, ?7 the authenticated
-# client's secret hash. Times are integer microseconds.
+# client's secret hash, ?8 the request's peer address. Times are integer microseconds.
 _ATTEMPT = """
 UPDATE sessions
-SET generation = ?1 + 1, rotated_at = ?5, last_used_at = ?5,
+SET generation = ?1 + 1, rotated_at = ?5, last_used_at = ?5, rotated_ip = ?8,
     idle_expires_at = MIN(?6, absolute_expires_at)
 WHERE id = ?2 AND generation = ?1 AND salt = ?4 AND client_id = ?3 AND dpop_jkt IS NULL
   AND revoked_at IS NULL AND ?5 < absolute_expires_at AND ?5 < idle_expires_at
@@ -428,6 +428,7 @@ class SqliteStore:
             to_db(attempt.at),
             to_db(attempt.at + timedelta(seconds=attempt.idle_ttl)),
             attempt.client_secret_hash,
+            attempt.ip,
         )
 
         def work(db: sqlite3.Connection) -> sqlite3.Row | None:
@@ -445,19 +446,21 @@ class SqliteStore:
         from_generation: int,
         at: datetime,
         idle_expires_at: datetime,
+        ip: str | None = None,
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             # Compare-and-swap: only the presenter that still sees `from_generation`
             # moves it on; every other racer changes nothing and re-reads.
             changed = db.execute(
                 "UPDATE sessions SET generation = ? + 1, rotated_at = ?, last_used_at = ?, "
-                "idle_expires_at = ? "
+                "idle_expires_at = ?, rotated_ip = ? "
                 "WHERE id = ? AND generation = ? AND revoked_at IS NULL",
                 (
                     from_generation,
                     to_db(at),
                     to_db(at),
                     to_db(idle_expires_at),
+                    ip,
                     session_id,
                     from_generation,
                 ),

@@ -441,3 +441,32 @@ def test_a_thief_in_lockstep_is_caught_within_the_budget(lost: list[bool], budge
         assert isinstance(decision, Replay)
         s = replace(s, generation=s.generation + 1, replays=decision.log)
     raise AssertionError("the lockstep thief was never caught")
+
+
+def test_a_concurrent_replay_from_the_rotating_address_spends_no_budget() -> None:
+    """Tabs, a server-side fan-out, processes of one agent: the parent presented within
+    seconds of the rotation from the address that rotated."""
+    s = session(rotated_ip="192.0.2.7", replays=ReplayLog(3, 0b101))
+    decision = decide(s, USER, replace(present(4), ip="192.0.2.7"), BUDGET, at(CONCURRENT_SECONDS))
+    assert decision == Replay(5, s.scope, RefreshOutcome.REPLAYED_CONCURRENT, s.replays)
+
+
+def test_a_concurrent_replay_from_another_address_spends_the_budget() -> None:
+    s = session(rotated_ip="192.0.2.7", replays=ReplayLog(3, 0b101))
+    decision = decide(s, USER, replace(present(4), ip="198.51.100.9"), BUDGET, at(1))
+    assert decision == Revoke(RevocationReason.REPLAY_BUDGET_EXCEEDED)
+
+
+def test_a_later_replay_from_the_rotating_address_spends_the_budget() -> None:
+    s = session(rotated_ip="192.0.2.7")
+    later = at(CONCURRENT_SECONDS + 0.001)
+    decision = decide(s, USER, replace(present(4), ip="192.0.2.7"), BUDGET, later)
+    assert isinstance(decision, Replay)
+    assert decision.log == ReplayLog(4, 1)
+
+
+def test_no_address_is_no_exemption() -> None:
+    s = session(rotated_ip=None)
+    decision = decide(s, USER, present(4), BUDGET, at(1))
+    assert isinstance(decision, Replay)
+    assert decision.log == ReplayLog(4, 1)
