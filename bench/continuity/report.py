@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -195,42 +194,59 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path, subtitle: str) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    placed: dict[tuple[float, float], int] = {}
+    ax.set_xscale("log")
+    ax.set_xlabel("legitimate logouts per 10,000 device-days (log; 0 drawn at 0.5)")
+    ax.set_ylabel("thefts never detected within the run (%)")
+    ax.set_ylim(-5, 105)
+    ax.set_xlim(0.3, 3e5)
+    ax.grid(True, which="both", alpha=0.3)
+    points = []
     for s in summaries:
-        x = s["logouts_per_10k_device_days"]
+        x = max(s["logouts_per_10k_device_days"], 0.5)
         y = 100 * (s["thieves"]["undetected_share"] or 0.0)
         keyturn = s["family"] == "keyturn"
         ax.scatter(
-            [max(x, 0.5)],
+            [x],
             [y],
             s=70,
             marker="o" if keyturn else "s",
             color="#1f6feb" if keyturn else "#9a6700",
             zorder=3,
         )
-        label = ("keyturn " if keyturn else "") + s["policy"]
-        # Policies that land on the same point get their labels stacked, not overprinted.
-        spot = (round(math.log10(max(x, 0.5)), 1), round(y / 4))
-        stacked = placed.get(spot, 0)
-        placed[spot] = stacked + 1
-        ax.annotate(
-            label,
-            (max(x, 0.5), y),
-            textcoords="offset points",
-            xytext=(6, 4 - 11 * stacked),
-            fontsize=8,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("legitimate logouts per 10,000 device-days (log; 0 drawn at 0.5)")
-    ax.set_ylabel("thefts never detected within the run (%)")
-    ax.set_ylim(-5, 105)
-    ax.grid(True, which="both", alpha=0.3)
+        points.append((x, y, ("keyturn " if keyturn else "") + s["policy"]))
+    _label(fig, ax, points)
     ax.set_title("Refresh-token rotation policies: logouts against undetected thieves", fontsize=11)
     fig.text(0.5, 0.01, subtitle, ha="center", fontsize=8, color="#555555")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def _label(fig: Any, ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
+    """Each point's label beside it, moved up or down (or to the left) until it overlaps
+    no label placed before: points of equal figures land on one spot."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken: list[Any] = []
+    offsets = [(dx, dy) for dy in (3, -12, 16, -25, 29, -38, 42) for dx in (6, None)]
+    for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
+        for dx, dy in offsets:
+            right = dx is not None
+            note = ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset pixels",
+                xytext=(dx if right else -6, dy),
+                ha="left" if right else "right",
+                fontsize=8,
+                zorder=4,
+            )
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in taken):
+                taken.append(box)
+                break
+            note.remove()
 
 
 def doc_section(
