@@ -18,6 +18,13 @@
  *   new access token goes to every tab (BroadcastChannel): ten open tabs make one
  *   refresh request, not ten. A new tab takes the token of a tab already signed in
  *   before it asks keyturn. Signing out in one tab signs out all of them.
+ * - With `dpop: true`, the session is bound to a key (DPoP, RFC 9449): an ECDSA P-256
+ *   key generated once per origin and client by WebCrypto as non-extractable, kept in
+ *   IndexedDB and shared by the tabs. Every login and refresh carries a proof signed
+ *   by it, and `fetch()` sends a DPoP-bound access token as `DPoP <token>` with a
+ *   proof of the call. A refresh cookie copied out of the browser is worthless without
+ *   the key, which script cannot export. A `use_dpop_nonce` challenge is answered
+ *   once with the nonce it names; the latest nonce of each origin is remembered.
  *
  * It is an EventTarget:
  * - `token`: a new access token is in use; `detail: {expiresAt}` (ms since the epoch).
@@ -39,6 +46,11 @@ const ASK_WAIT_MS = 150;
 const SETTLE_MS = 50;
 /** The longest wait between two tries of one refresh. */
 const MAX_BACKOFF_MS = 2_000;
+/** Where the DPoP keys live: one IndexedDB database per origin, a key per client. */
+const KEY_DATABASE = "keyturn-dpop";
+const KEY_STORE = "keys";
+const ES256 = { name: "ECDSA", namedCurve: "P-256" };
+const SIGN_ES256 = { name: "ECDSA", hash: "SHA-256" };
 
 /** An error answer of keyturn (RFC 6749 §5.2 shape), or a failed request. */
 export class KeyturnError extends Error {
@@ -77,6 +89,12 @@ export class KeyturnClient extends EventTarget {
   #refreshing = null;
   #channel = null;
   #lockName;
+  #dpop;
+  #tokenType = "Bearer";
+  /** @type {Promise<{privateKey: CryptoKey, jwk: object}> | null} */
+  #key = null;
+  /** The latest `DPoP-Nonce` of each origin. */
+  #nonces = new Map();
 
   /**
    * @param {object} options
@@ -96,6 +114,8 @@ export class KeyturnClient extends EventTarget {
    * @param {number} [options.retrySeconds] when every try failed for a passing reason,
    *   wait this long before the next round (the page stays signed in meanwhile)
    * @param {typeof fetch} [options.fetch] the fetch to use
+   * @param {boolean} [options.dpop] bind the session to a non-extractable key of this
+   *   origin (DPoP, RFC 9449): every tab proves with it; needs WebCrypto and IndexedDB
    */
   constructor({
     clientId,
@@ -106,6 +126,7 @@ export class KeyturnClient extends EventTarget {
     timeoutSeconds = 5,
     retrySeconds = 5,
     fetch = globalThis.fetch.bind(globalThis),
+    dpop = false,
   }) {
     super();
     if (!clientId) throw new TypeError("clientId is required");
@@ -118,6 +139,7 @@ export class KeyturnClient extends EventTarget {
     this.#timeout = timeoutSeconds * 1000;
     this.#fetch = fetch;
     this.#lockName = `keyturn-refresh:${clientId}`;
+    this.#dpop = Boolean(dpop);
     if (typeof BroadcastChannel === "function") {
       this.#channel = new BroadcastChannel(`keyturn:${clientId}`);
       this.#channel.onmessage = (event) => this.#hear(event.data);
@@ -136,6 +158,22 @@ export class KeyturnClient extends EventTarget {
 
   get signedIn() {
     return this.#token !== null;
+  }
+
+  /** "DPoP" when the access token is bound to this origin's key, else "Bearer". */
+  get tokenType() {
+    return this.#tokenType;
+  }
+
+  /**
+   * The RFC 7638 thumbprint of the DPoP key (the `cnf.jkt` of bound tokens), creating
+   * the key if this origin has none yet; null without `dpop`.
+   */
+  async dpopThumbprint() {
+    if (!this.#dpop) return null;
+    const { jwk } = await this.#dpopKey();
+    const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
+    return base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical)));
   }
 
   /** Sign in with a username and password; throws a KeyturnError if refused. */
@@ -179,15 +217,20 @@ export class KeyturnClient extends EventTarget {
   }
 
   /**
-   * `fetch` with the bearer token. A 401 gets one refresh and one retry, so the body
-   * must be one that can be sent twice (a string, Blob, FormData, URLSearchParams).
+   * `fetch` with the access token: `Bearer <token>`, or `DPoP <token>` and a proof of
+   * this call for a DPoP-bound one. A 401 gets one refresh and one retry (and a DPoP
+   * nonce challenge one retry with the nonce), so the body must be one that can be
+   * sent again (a string, Blob, FormData, URLSearchParams).
    */
   async fetch(input, init = {}) {
     if (this.#token === null) await this.refresh();
-    const response = await this.#withBearer(input, init);
+    let response = await this.#authorized(input, init);
+    if (this.#resourceNonceChallenge(response)) {
+      response = await this.#authorized(input, init);
+    }
     if (response.status !== 401) return response;
     await this.refresh();
-    return this.#withBearer(input, init);
+    return this.#authorized(input, init);
   }
 
   /** End this session at keyturn and forget the token; the cookie is cleared. */
@@ -272,7 +315,12 @@ export class KeyturnClient extends EventTarget {
   }
 
   #current() {
-    return { token: this.#token, expiresAt: this.#expiresAt, lifetime: this.#lifetime };
+    return {
+      token: this.#token,
+      expiresAt: this.#expiresAt,
+      lifetime: this.#lifetime,
+      tokenType: this.#tokenType,
+    };
   }
 
   #tell(message) {
@@ -282,7 +330,9 @@ export class KeyturnClient extends EventTarget {
   /** A message of another tab of this origin. */
   #hear(message) {
     if (message?.type === "token" && message.expiresAt > this.#expiresAt) {
-      this.#adopt(message.token, message.expiresAt, message.lifetime);
+      this.#adopt(message.token, message.expiresAt, message.lifetime, message.tokenType);
+    } else if (message?.type === "nonce" && typeof message.nonce === "string") {
+      this.#nonces.set(message.origin, message.nonce);
     } else if (message?.type === "signedout") {
       this.#signOut(message.reason, false);
     } else if (message?.type === "ask" && this.#fresh()) {
@@ -290,19 +340,96 @@ export class KeyturnClient extends EventTarget {
     }
   }
 
-  #withBearer(input, init) {
-    const headers = new Headers(init.headers);
-    headers.set("Authorization", `Bearer ${this.#token}`);
-    return this.#fetch(input, { ...init, headers });
+  async #authorized(input, init) {
+    const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : {}));
+    const token = this.#token;
+    if (this.#dpop && this.#tokenType === "DPoP") {
+      // RFC 9449 §7.1: the bound token in the DPoP scheme, with a proof of this call
+      // and of the token (`ath`).
+      const url = new URL(input instanceof Request ? input.url : String(input), baseHref());
+      const method = init.method ?? (input instanceof Request ? input.method : "GET");
+      headers.set("Authorization", `DPoP ${token}`);
+      headers.set("DPoP", await this.#proof(method, url, token));
+    } else {
+      headers.set("Authorization", `Bearer ${token}`);
+      headers.delete("DPoP");
+    }
+    const response = await this.#fetch(input, { ...init, headers });
+    this.#learnNonce(response);
+    return response;
+  }
+
+  /** True when `response` is a resource's nonce challenge to a proof (401 with
+   * `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a `DPoP-Nonce`, RFC 9449 §9). */
+  #resourceNonceChallenge(response) {
+    return (
+      this.#dpop &&
+      response.status === 401 &&
+      response.headers.has("DPoP-Nonce") &&
+      (response.headers.get("WWW-Authenticate") ?? "").includes("use_dpop_nonce")
+    );
+  }
+
+  /** Remember the `DPoP-Nonce` of an answer for its origin (and tell the other tabs). */
+  #learnNonce(response) {
+    const nonce = this.#dpop ? response.headers.get("DPoP-Nonce") : null;
+    if (!nonce || !response.url) return;
+    const origin = new URL(response.url).origin;
+    if (this.#nonces.get(origin) === nonce) return;
+    this.#nonces.set(origin, nonce);
+    this.#tell({ type: "nonce", origin, nonce });
+  }
+
+  /** The origin's key pair: the one in IndexedDB, or a new one put there (once: the
+   * first tab to store its key wins, the others use that one). */
+  #dpopKey() {
+    if (this.#key === null) {
+      this.#key = loadOrCreateKey(this.#clientId);
+      this.#key.catch(() => {
+        this.#key = null; // a failed open is tried again by the next proof
+      });
+    }
+    return this.#key;
+  }
+
+  /**
+   * A DPoP proof (RFC 9449 §4.2) for a `method` request to `url` (a URL): ES256 over
+   * WebCrypto, the public JWK in the header, the origin's latest nonce, and `ath` of
+   * `accessToken` when given.
+   */
+  async #proof(method, url, accessToken = null) {
+    const { privateKey, jwk } = await this.#dpopKey();
+    const target = new URL(url);
+    target.search = "";
+    target.hash = "";
+    const claims = {
+      jti: base64url(crypto.getRandomValues(new Uint8Array(16))),
+      htm: method.toUpperCase(),
+      htu: target.href,
+      iat: Math.floor(Date.now() / 1000),
+    };
+    const nonce = this.#nonces.get(target.origin);
+    if (nonce) claims.nonce = nonce;
+    if (accessToken !== null) {
+      const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(accessToken));
+      claims.ath = base64url(digest);
+    }
+    const header = { typ: "dpop+jwt", alg: "ES256", jwk };
+    const input = `${base64urlJson(header)}.${base64urlJson(claims)}`;
+    // WebCrypto's ECDSA signature is r || s already, as JWS wants (RFC 7518 §3.4).
+    const data = new TextEncoder().encode(input);
+    const signature = await crypto.subtle.sign(SIGN_ES256, privateKey, data);
+    return `${input}.${base64url(signature)}`;
   }
 
   #accept(answer) {
     const lifetime = answer.expires_in * 1000;
-    this.#adopt(answer.access_token, Date.now() + lifetime, lifetime);
+    this.#adopt(answer.access_token, Date.now() + lifetime, lifetime, answer.token_type);
   }
 
-  #adopt(token, expiresAt, lifetime) {
+  #adopt(token, expiresAt, lifetime, tokenType = "Bearer") {
     this.#token = token;
+    this.#tokenType = String(tokenType).toLowerCase() === "dpop" ? "DPoP" : "Bearer";
     this.#lifetime = lifetime;
     this.#expiresAt = expiresAt;
     this.#schedule(expiresAt - Date.now() - this.#lead());
@@ -336,8 +463,26 @@ export class KeyturnClient extends EventTarget {
   /**
    * POST a JSON body to keyturn. Every failure is a KeyturnError: status 0 with
    * `network_error` or `timeout` when no answer came (within `timeout` ms, if given).
+   * With DPoP, a proof goes along, and a `use_dpop_nonce` challenge (RFC 9449 §8;
+   * keyturn checks the proof first, so the challenged request consumed nothing) is
+   * answered once, at once, with a new proof carrying the nonce.
    */
-  async #post(path, body, { timeout = 0 } = {}) {
+  async #post(path, body, options = {}) {
+    for (let answered = false; ; answered = true) {
+      try {
+        return await this.#postOnce(path, body, options);
+      } catch (error) {
+        const challenged = error instanceof KeyturnError && error.code === "use_dpop_nonce";
+        if (answered || !challenged || !this.#dpop) throw error;
+      }
+    }
+  }
+
+  async #postOnce(path, body, { timeout = 0 } = {}) {
+    const headers = { "Content-Type": "application/json", [CSRF_HEADER]: "1" };
+    if (this.#dpop) {
+      headers.DPoP = await this.#proof("POST", new URL(this.#baseUrl + path, baseHref()));
+    }
     const abort = timeout > 0 ? new AbortController() : null;
     const timer = abort && setTimeout(() => abort.abort(), timeout);
     try {
@@ -348,7 +493,7 @@ export class KeyturnClient extends EventTarget {
           credentials: "include",
           cache: "no-store",
           // The CSRF proof keyturn asks of every cookie-authenticated request.
-          headers: { "Content-Type": "application/json", [CSRF_HEADER]: "1" },
+          headers,
           body: JSON.stringify(body),
           signal: abort?.signal,
         });
@@ -358,6 +503,7 @@ export class KeyturnClient extends EventTarget {
         }
         throw new KeyturnError(0, "network_error", String(failure));
       }
+      this.#learnNonce(response);
       if (response.status === 204) return null;
       return await KeyturnClient.#read(response, abort);
     } finally {
@@ -387,5 +533,72 @@ export class KeyturnClient extends EventTarget {
       );
     }
     return data;
+  }
+}
+
+function baseHref() {
+  return globalThis.location?.href;
+}
+
+function base64url(bytes) {
+  const octets = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  let text = "";
+  for (const octet of octets) text += String.fromCharCode(octet);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function base64urlJson(value) {
+  return base64url(new TextEncoder().encode(JSON.stringify(value)));
+}
+
+/** An IndexedDB request's result (or a transaction's completion), as a promise. */
+function settled(request, event = "success") {
+  return new Promise((resolve, reject) => {
+    request.addEventListener(event, () => resolve(request.result));
+    request.addEventListener("error", () => reject(request.error));
+    request.addEventListener("abort", () => reject(request.error));
+  });
+}
+
+async function openKeys() {
+  if (typeof indexedDB === "undefined" || !globalThis.crypto?.subtle) {
+    throw new KeyturnError(0, "dpop_unavailable", "DPoP needs IndexedDB and WebCrypto");
+  }
+  const opening = indexedDB.open(KEY_DATABASE, 1);
+  opening.onupgradeneeded = () => opening.result.createObjectStore(KEY_STORE);
+  return settled(opening);
+}
+
+/**
+ * The DPoP key pair of `clientId` in this origin's IndexedDB, created if there is none.
+ * The private key is generated non-extractable: the page (or script injected into it)
+ * can sign with it while it runs here, never read it out. Tabs creating one at once
+ * each add theirs in a read-write transaction that first looks again; IndexedDB runs
+ * those one after the other, so every tab ends up with the first tab's key.
+ */
+async function loadOrCreateKey(clientId) {
+  const db = await openKeys();
+  try {
+    const reading = db.transaction(KEY_STORE, "readonly").objectStore(KEY_STORE).get(clientId);
+    let pair = await settled(reading);
+    if (!pair) {
+      const made = await crypto.subtle.generateKey(ES256, false, ["sign", "verify"]);
+      const exported = await crypto.subtle.exportKey("jwk", made.publicKey);
+      const candidate = {
+        privateKey: made.privateKey,
+        jwk: { crv: exported.crv, kty: exported.kty, x: exported.x, y: exported.y },
+      };
+      const writing = db.transaction(KEY_STORE, "readwrite");
+      const store = writing.objectStore(KEY_STORE);
+      const existing = store.get(clientId);
+      existing.onsuccess = () => {
+        pair = existing.result ?? candidate;
+        if (!existing.result) store.add(candidate, clientId);
+      };
+      await settled(writing, "complete");
+    }
+    return pair;
+  } finally {
+    db.close();
   }
 }
