@@ -143,8 +143,11 @@ def login(served: Keyturn, client_id: str) -> dict[str, Any]:
 
 
 def proxy_for(served: Keyturn, **options: Any) -> LossyProxy:
+    """A proxy that loses answers; after each lost one the device roams to another
+    address, so every retry spends the replay budget (the hard case: a retry at once from
+    the address that rotated would spend nothing)."""
     parts = urlsplit(served.base)
-    return LossyProxy(parts.hostname or "127.0.0.1", parts.port or 80, **options)
+    return LossyProxy(parts.hostname or "127.0.0.1", parts.port or 80, roam=True, **options)
 
 
 def works(served: Keyturn, client_id: str, refresh_token: str) -> bool:

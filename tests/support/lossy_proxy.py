@@ -33,6 +33,7 @@ class LossyProxy:
         drop_paths: Iterable[str] = (),
         seed: int = 0,
         leak: int = 0,
+        roam: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
@@ -45,6 +46,13 @@ class LossyProxy:
         """Bytes of a dropped response let through before the cut. With none, a browser
         may resend the request by itself on a kept-alive connection (Chromium does);
         a few make the loss the page's to handle."""
+        self.roam = roam
+        """After each lost answer, the next connections reach the server from another
+        loopback address: the phone left the Wi-Fi, and its retry comes over the
+        cellular network (keyturn lets a replay from the rotating address within
+        seconds pass as the same device's; a roaming retry spends the replay budget)."""
+        self._addresses = ("127.0.0.1", "127.0.0.2")
+        self._address = 0
         self.rolled = 0
         """Requests to `drop_paths` that reached the proxy (each rolled once)."""
         self.dropped = 0
@@ -96,11 +104,19 @@ class LossyProxy:
                 task.cancel()
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
+    def _lost(self) -> None:
+        self.dropped += 1
+        if self.roam:
+            self._address += 1
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             writer.transport.abort()
             return
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        source = self._addresses[self._address % len(self._addresses)]
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            *self.target, local_addr=(source, 0)
+        )
         self._writers.update((writer, upstream_writer))
         if self.drop_rate > 0:
             try:
@@ -121,7 +137,7 @@ class LossyProxy:
                 # The server has answered once its first bytes arrive: then cut.
                 await upstream_reader.read(1)
                 await asyncio.sleep(0.05)
-                self.dropped += 1
+                self._lost()
                 writer.transport.abort()
             else:
                 await _pipe(upstream_reader, writer)
@@ -164,7 +180,7 @@ class LossyProxy:
             with contextlib.suppress(ConnectionError):
                 while data := await upstream_reader.read(65536):
                     if doomed.is_set():
-                        self.dropped += 1
+                        self._lost()
                         if self.leak:
                             writer.write(data[: self.leak])
                             await writer.drain()
