@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyturn.core.errors import KeyturnError
+from keyturn.core.models import Device
+from keyturn.service.context import RequestContext
 from support.engine import engine_with
 
 Outcome = tuple[str, str]
@@ -29,6 +31,8 @@ class RaceSpec:
     grace_seconds: int
     tasks_per_process: int
     client_id: str = "native"
+    ip: str | None = "192.0.2.1"
+    """The address every racer presents from: the tabs or processes of one device."""
 
 
 def worker(
@@ -48,6 +52,7 @@ async def _serve(
         spec.database_url, schema=spec.schema, grace_seconds=spec.grace_seconds
     )
     client = await engine.admin.get_client(spec.client_id)
+    context = RequestContext(device=Device(ip=spec.ip))
     conn.send("ready")
     try:
         while True:
@@ -63,7 +68,7 @@ async def _serve(
                     if operation == "logout":
                         await engine.sessions.logout(token, client)
                         return ("ok", "logged out")
-                    issued = await engine.refresher.refresh(token, client)
+                    issued = await engine.refresher.refresh(token, client, context=context)
                 except KeyturnError as error:
                     return ("error", error.code)
                 return ("ok", issued.refresh_token or "")
