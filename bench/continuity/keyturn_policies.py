@@ -69,7 +69,9 @@ class KeyturnPreset:
     dpop: bool = False
 
 
-def _kinds(**rotation: Any) -> Mapping[Kind, ClientRegistration]:
+def _kinds(
+    phone: ClientKind = ClientKind.NATIVE, **rotation: Any
+) -> Mapping[Kind, ClientRegistration]:
     """Each population signs in through a client registered with its own kind's preset
     (`keyturn clients add --kind ...`), with `rotation`'s values over the preset's."""
 
@@ -78,7 +80,7 @@ def _kinds(**rotation: Any) -> Mapping[Kind, ClientRegistration]:
         return ClientRegistration(name, MappingProxyType({"rotation": settings}))
 
     browser = client("browser-app", ClientKind.BROWSER)
-    native = client("native-app", ClientKind.NATIVE)
+    native = client(f"{phone}-app", phone)
     tool = client("agent-tool", ClientKind.AGENT)
     return MappingProxyType(
         {
@@ -97,6 +99,12 @@ PRESETS: tuple[KeyturnPreset, ...] = (
         "the presets: browser 10 s, native and agent unbounded, each with a budget of 8/16",
         {"reuse_revokes": "session"},
         _kinds(),
+    ),
+    KeyturnPreset(
+        "kinds-phones-as-agents",
+        "the presets, phones registered with the agent kind: the agent preset under lost answers",
+        {"reuse_revokes": "session"},
+        _kinds(phone=ClientKind.AGENT),
     ),
     KeyturnPreset(
         "kinds-dpop",

@@ -39,6 +39,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--keyturn",
+        action="append",
+        metavar="PRESET",
+        help="run only this keyturn preset (repeat for more; default: all)",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("KEYTURN_BENCH_POSTGRES_URL", POSTGRES_URL),
         help="PostgreSQL for --store postgres (a fresh schema is made and dropped)",
@@ -92,7 +98,8 @@ def _commit() -> str:
 async def play_all(scenario: Scenario, args: argparse.Namespace) -> list[report.PolicyRun]:
     runs: list[report.PolicyRun] = []
     with tempfile.TemporaryDirectory(prefix="keyturn-continuity-") as workdir:
-        for preset in keyturn_policies.PRESETS:
+        chosen = [keyturn_policies.preset(name) for name in args.keyturn or ()]
+        for preset in chosen or keyturn_policies.PRESETS:
             async with keyturn_server(
                 preset,
                 scenario.devices,
