@@ -201,7 +201,7 @@ async def open_engine(
         sessions=sessions,
         clients=clients,
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
-        inspection=Inspection(store, tokens, the_clock, config, proofs),
+        inspection=Inspection(store, tokens, the_clock, config, ending, proofs),
         revocations=Revocations(store, the_clock, config),
         revocation_channel=channel,
         timelines=SessionTimelines(store, the_clock),

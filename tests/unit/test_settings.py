@@ -61,6 +61,10 @@ def test_toml_file_is_read_and_environment_wins(
         ("database_url", "mysql://x", "database_url"),
         ("reuse_revokes", "everything", "reuse_revokes"),
         ("metrics_token", "short", "metrics_token"),
+        ("replay_budget", "9/4", "replay_budget"),
+        ("replay_budget", "8/99", "replay_budget"),
+        ("replay_budget", "lots", "replay_budget"),
+        ("replay_budget", "8/16; DROP TABLE", "replay_budget"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_named(
@@ -89,3 +93,8 @@ def test_configuration_reference_is_up_to_date() -> None:
     assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown(), (
         "regenerate docs/configuration.md from keyturn.settings.reference_markdown()"
     )
+
+
+def test_the_replay_budget_is_8_of_16_by_default_and_can_be_off() -> None:
+    assert Settings().replay_budget == "8/16"
+    assert Settings(replay_budget="off").replay_budget == "off"

@@ -82,14 +82,6 @@ _THEFT = frozenset(
     }
 )
 
-LEGACY_REASONS = {
-    "reuse_detected": RevocationReason.REUSE_OUTSIDE_WINDOW,
-    "admin": RevocationReason.ADMIN_REVOKED,
-    "superseded": RevocationReason.SUPERSEDED_AT_LOGIN,
-    "code_reused": RevocationReason.CODE_REPLAYED,
-}
-"""Reasons written before the closed set, as migration 0003 renames them."""
-
 
 @dataclass(frozen=True, slots=True)
 class EndedSession:

@@ -92,6 +92,7 @@ class Metrics:
             registry=registry,
         )
         self._children: dict[tuple[str, str, str], Any] = {}
+        """The series of `sessions_ended` and `refresh_outcomes`, by (metric, client, value)."""
         self.logins = Counter(
             "keyturn_logins",
             "Password logins, by outcome (succeeded, failed).",
@@ -112,20 +113,21 @@ class Metrics:
             self.security_events.labels(type=kind.value)
 
     def session_ended(self, client_id: str, reason: RevocationReason) -> None:
-        self._child(self.sessions_ended, "ended", client_id, reason.value).inc()
+        self._child(self.sessions_ended, client_id, reason=reason.value).inc()
 
     def refresh_outcome(self, client_id: str, outcome: RefreshOutcome) -> None:
-        self._child(self.refresh_outcomes, "outcome", client_id, outcome.value).inc()
+        self._child(self.refresh_outcomes, client_id, outcome=outcome.value).inc()
 
-    def _child(self, counter: Counter, kind: str, client_id: str, value: str) -> Any:
-        """The series of these labels, looked up once (`labels()` costs more than the
-        increment). Client ids are those of registered clients, reasons and outcomes
-        closed sets, so this stays as small as the client table."""
-        key = (kind, client_id, value)
+    def _child(self, counter: Counter, client_id: str, **label: str) -> Any:
+        """The series of `client_id` and the one other `label`, looked up once
+        (`labels()` costs more than the increment). Client ids are those of registered
+        clients, reasons and outcomes closed sets, so this stays as small as the client
+        table."""
+        ((name, value),) = label.items()
+        key = (name, client_id, value)
         child = self._children.get(key)
         if child is None:
-            label = "reason" if kind == "ended" else "outcome"
-            child = self._children[key] = counter.labels(client_id=client_id, **{label: value})
+            child = self._children[key] = counter.labels(client_id=client_id, **label)
         return child
 
     @classmethod

@@ -36,6 +36,7 @@ class Inspection:
         tokens: Tokens,
         clock: Clock,
         config: EngineConfig,
+        ending: SessionEnding,
         proofs: DpopProofs | None = None,
     ) -> None:
         self._proofs = proofs
@@ -43,7 +44,7 @@ class Inspection:
         self._tokens = tokens
         self._clock = clock
         self._config = config
-        self._ending = SessionEnding(store, clock, config)
+        self._ending = ending
 
     async def _find(self, token: str, *, access_of: str | None = None) -> _Found | None:
         """The session (and claims) a token names, if it is one of ours; else None.

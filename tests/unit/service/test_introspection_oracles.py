@@ -15,6 +15,7 @@ import pytest
 from keyturn.core.errors import InvalidClient
 from keyturn.core.models import Client, ClientType, GrantType
 from keyturn.core.ports import Store
+from keyturn.service.ending import SessionEnding
 from keyturn.service.inspection import INACTIVE, Inspection
 from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
@@ -78,7 +79,9 @@ async def world(store_url: tuple[str, str | None]) -> AsyncIterator[World]:
         can_introspect=True,
     )
     store = CountingStore(engine.store)
-    inspection = Inspection(cast(Store, store), engine.tokens, clock, engine.config)
+    counted = cast(Store, store)
+    ending = SessionEnding(counted, clock, engine.config)
+    inspection = Inspection(counted, engine.tokens, clock, engine.config, ending)
     try:
         yield World(engine, store, inspection, native.client, conf.client, conf2.client, rs.client)
     finally:

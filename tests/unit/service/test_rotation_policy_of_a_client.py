@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
+from keyturn.core.errors import InvalidClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client, ClientType, Delivery, LifetimeOverrides, Lifetimes
 from keyturn.core.policy import (
@@ -15,7 +18,11 @@ from keyturn.core.policy import (
     ReplayBudget,
     RotationSettings,
 )
+from keyturn.observability.metrics import Metrics
+from keyturn.observability.store_metrics import StoreMetrics
+from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.config import EngineConfig
+from support.engine import engine_with
 
 CONFIG = EngineConfig(
     issuer="https://as.test",
@@ -64,3 +71,24 @@ def test_the_policy_is_resolved_once_per_client_value_and_anew_for_a_changed_one
     changed = replace(first, rotation=RotationSettings(replay_budget=ReplayBudget(2, 8)))
     assert CONFIG.rotation_policy(changed).replay_budget == ReplayBudget(2, 8)
     assert CONFIG.rotation_policy(first).replay_budget == DEFAULT_BUDGET
+
+
+async def test_an_unknown_or_unauthenticated_client_adds_no_metric_series() -> None:
+    """Outcomes are counted under a registered, authenticated client's id only: a caller
+    naming client ids of its own invention cannot grow `/metrics` a series each."""
+    metrics = Metrics()
+    engine = await engine_with(observers=[StoreMetrics(metrics)])
+    try:
+        for name in ("ghost-1", "ghost-2", "conf"):
+            with pytest.raises(InvalidClient):
+                await engine.refresher.refresh_for(
+                    ClientCredentials(name, "wrong secret", AuthMethod.POST)
+                    if name == "conf"
+                    else ClientCredentials(name, None, AuthMethod.NONE),
+                    "kt_rt_garbage",
+                )
+    finally:
+        await engine.close()
+    text = metrics.render().decode()
+    assert "ghost" not in text
+    assert 'client_id="conf"' not in text

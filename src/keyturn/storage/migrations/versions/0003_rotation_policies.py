@@ -12,7 +12,7 @@ from alembic import op
 revision = "0003"
 down_revision = "0002"
 
-# The reasons written before the closed set (`keyturn.core.models.LEGACY_REASONS`),
+# The reasons written before the closed set of `keyturn.core.models.RevocationReason`,
 # written out here: a migration must not change when the code does.
 RENAMED = {
     "reuse_detected": "reuse_outside_window",
