@@ -137,6 +137,24 @@ def migrate(settings: Settings, schema: str | None = None) -> None:
     upgrade(settings.database_url, schema=schema or settings.db_schema)
 
 
+def schema_missing(settings: Settings) -> bool:
+    """Whether the database answers but holds no keyturn schema (never migrated): what
+    to tell an operator whose command found the store unavailable. Blocking; creates
+    nothing; `False` when the database does not answer either."""
+    db = sqlite_path(settings.database_url)
+    if db is not None and not db.exists():
+        return True
+    if settings.database_url.startswith("memory:"):
+        return False
+    # Imported here: the migration tooling is heavy and this runs only after a failure.
+    from keyturn.storage.migrate import current_revision
+
+    try:
+        return current_revision(settings.database_url, settings.db_schema) is None
+    except Exception:  # noqa: BLE001 - unreachable, refused, unreadable: not "unmigrated"
+        return False
+
+
 async def open_engine(
     settings: Settings,
     *,

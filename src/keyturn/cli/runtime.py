@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from keyturn.core.errors import StoreUnavailable
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import Engine, open_engine, schema_missing
 
 T = TypeVar("T")
 
@@ -90,7 +91,17 @@ def run(ctx: click.Context, use: Callable[[Engine], Awaitable[T]], **overrides: 
         finally:
             await engine.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except StoreUnavailable:
+        # A database that answers without keyturn's tables is not "unreachable": the
+        # operator has one command to run, so name it.
+        if schema_missing(settings):
+            raise click.ClickException(
+                f"the database has no keyturn schema ({mask(settings.database_url)}): "
+                "run keyturn migrate"
+            ) from None
+        raise
 
 
 def environment_database() -> str:

@@ -3,6 +3,7 @@ written dialect-neutral, serves SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -30,8 +31,27 @@ def _config(database_url: str, schema: str | None) -> Config:
     return config
 
 
+def create_private_database(database_url: str) -> None:
+    """Create the file of a `sqlite:///path` URL with mode 0600 if it does not exist.
+
+    SQLite would create it with 0644 (less the umask), and gives its `-wal` and `-shm`
+    files the database file's mode: made first here, all three hold password hashes and
+    sealed keys for the owner alone, like the master secret beside them. An existing
+    file keeps the mode its operator gave it."""
+    if not database_url.startswith("sqlite:///"):
+        return
+    path = database_url.removeprefix("sqlite:///").partition("?")[0]
+    if not path or path == ":memory:":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def upgrade(database_url: str, schema: str | None = None) -> None:
     """Migrate to the newest revision. Blocking: call it outside the event loop."""
+    create_private_database(database_url)
     command.upgrade(_config(database_url, schema), "head")
 
 
