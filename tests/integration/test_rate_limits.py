@@ -41,7 +41,7 @@ async def test_memory_limiter_forgets_old_windows_when_full(
         await limiter.hit(f"k{i}", 5, 1)
     clock.now += 2
     await limiter.hit("new", 5, 1)
-    assert len(limiter._counts) == 1
+    assert len(limiter) == 1
 
 
 async def test_redis_limiter_shares_counts(redis_url: str) -> None:

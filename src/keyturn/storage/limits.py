@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 log = logging.getLogger("keyturn.limits")
@@ -18,27 +19,64 @@ MAX_KEYS = 100_000
 
 
 class MemoryLimiter:
+    """Fixed windows per key, in this process's memory, at most `MAX_KEYS` of them.
+
+    Keys are chosen by whoever sends the request (client ids, usernames, addresses), so
+    every operation is O(1) amortised whatever their number: the windows are kept in
+    one queue per window length, in the order they began. With a monotonic clock the
+    first of each queue is the next of its length to end, so expired windows are
+    dropped from the front, and at the cap the window that ends soonest is forgotten
+    (a minute's count before an account's lockout).
+    """
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._counts: dict[str, tuple[int, float]] = {}
+        self._queues: dict[int, OrderedDict[str, tuple[int, float]]] = {}
+        self._size = 0
 
-    def _window(self, key: str, window_seconds: int) -> tuple[int, float]:
-        now = self._clock()
-        count, ends = self._counts.get(key, (0, 0.0))
-        if now >= ends:
-            count, ends = 0, now + window_seconds
-            if len(self._counts) >= MAX_KEYS:  # bounded memory under a key-spraying attack
-                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
-        return count, ends
+    def __len__(self) -> int:
+        return self._size
+
+    def _expire(self, now: float) -> None:
+        for queue in self._queues.values():
+            while queue:
+                key, (_, ends) = next(iter(queue.items()))
+                if ends > now:
+                    break
+                del queue[key]
+                self._size -= 1
+
+    def _evict_soonest(self) -> None:
+        fronts = [(next(iter(q.values()))[1], q) for q in self._queues.values() if q]
+        if fronts:
+            min(fronts, key=lambda front: front[0])[1].popitem(last=False)
+            self._size -= 1
+
+    def _live(self, key: str, window_seconds: int, now: float) -> tuple[int, float] | None:
+        queue = self._queues.get(window_seconds)
+        entry = queue.get(key) if queue is not None else None
+        return entry if entry is not None and now < entry[1] else None
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
-        count, ends = self._window(key, window_seconds)
-        self._counts[key] = (count + 1, ends)
-        return None if count + 1 <= limit else max(1, math.ceil(ends - self._clock()))
+        now = self._clock()
+        self._expire(now)
+        queue = self._queues.setdefault(window_seconds, OrderedDict())
+        entry = self._live(key, window_seconds, now)
+        if entry is None:
+            if self._size >= MAX_KEYS:  # bounded memory under a key-spraying attack
+                self._evict_soonest()
+            entry = (0, now + window_seconds)
+            self._size += 1  # a new window joins the back of its queue
+        count, ends = entry[0] + 1, entry[1]
+        queue[key] = (count, ends)
+        return None if count <= limit else max(1, math.ceil(ends - now))
 
     async def peek(self, key: str, limit: int, window_seconds: int) -> int | None:
-        count, ends = self._window(key, window_seconds)
-        return None if count < limit else max(1, math.ceil(ends - self._clock()))
+        now = self._clock()
+        entry = self._live(key, window_seconds, now)
+        if entry is None or entry[0] < limit:
+            return None
+        return max(1, math.ceil(entry[1] - now))
 
 
 class RedisLimiter:
