@@ -3,6 +3,7 @@ written dialect-neutral, serves SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,10 +44,8 @@ def create_private_database(database_url: str) -> None:
     path = database_url.removeprefix("sqlite:///").partition("?")[0]
     if not path or path == ":memory:":
         return
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
 
 
 def upgrade(database_url: str, schema: str | None = None) -> None:
