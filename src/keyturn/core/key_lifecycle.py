@@ -84,7 +84,27 @@ def expired_kids(keys: Sequence[StoredKey], now: datetime) -> list[KeyId]:
 
 def next_mac_key_id(keys: Sequence[StoredKey]) -> int:
     """A refresh MAC key id (0..65535) not used by any existing or planned key."""
+    return _next_free({int(k.kid) for k in keys if k.use is KeyUse.REFRESH_MAC})
+
+
+def upcoming_mac_key_ids(keys: Sequence[StoredKey], count: int) -> frozenset[int]:
+    """The ids the next `count` MAC keys made after `keys` would get.
+
+    Ids are allocated in sequence (`next_mac_key_id`), so a token naming a key this
+    process has not read can only be honest if it names one of these: a key rotated in
+    since the read. Any other unknown id is a forgery and costs no database work.
+    Retired keys deleted meanwhile free no id below the newest, so the sequence holds.
+    """
     taken = {int(k.kid) for k in keys if k.use is KeyUse.REFRESH_MAC}
+    upcoming: set[int] = set()
+    for _ in range(min(count, MAC_KEY_IDS - len(taken))):
+        fresh = _next_free(taken)
+        taken.add(fresh)
+        upcoming.add(fresh)
+    return frozenset(upcoming)
+
+
+def _next_free(taken: set[int]) -> int:
     candidate = (max(taken) + 1) % MAC_KEY_IDS if taken else 1
     for _ in range(MAC_KEY_IDS):
         if candidate not in taken:

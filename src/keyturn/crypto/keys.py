@@ -109,39 +109,96 @@ def _live(key: StoredKey, now: datetime) -> bool:
     )
 
 
-class KeyRing:
-    """The keys of one moment, opened: what signs, what verifies, what is published."""
+class OpenedKeys:
+    """The opened private halves of stored keys, remembered by kid and sealed blob, so
+    that a ring built again from an unchanged key table unseals and imports nothing
+    (importing an RSA private key costs a noticeable fraction of a second).
 
-    def __init__(self, keys: Sequence[StoredKey], sealer: Sealer, now: datetime) -> None:
+    One ring is built at a time (the caller serialises builds); a build may run on a
+    worker thread.
+    """
+
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer
+        self._mac: dict[tuple[str, bytes], bytes] = {}
+        self._signing: dict[tuple[str, bytes], SigningKey] = {}
+        self._public: dict[str, JoseKey] = {}
+        self.opened = 0
+        """Private halves unsealed so far: what a reload of an unchanged table must not
+        add to."""
+
+    def mac_key(self, key: StoredKey) -> bytes:
+        found = self._mac.get((key.kid, key.encrypted_private))
+        if found is None:
+            found = self._sealer.unseal(key.encrypted_private, key.kid)
+            self.opened += 1
+            self._mac[(key.kid, key.encrypted_private)] = found
+        return found
+
+    def signing_key(self, key: StoredKey) -> SigningKey:
+        found = self._signing.get((key.kid, key.encrypted_private))
+        if found is None:
+            pem = self._sealer.unseal(key.encrypted_private, key.kid)
+            self.opened += 1
+            header = {"typ": ACCESS_TOKEN_TYP, "alg": key.alg, "kid": key.kid}
+            found = SigningKey(key.kid, key.alg, _import(key.alg, pem), CompactSigner(header, pem))
+            self._signing[(key.kid, key.encrypted_private)] = found
+        return found
+
+    def public_key(self, jwk_text: str) -> JoseKey:
+        found = self._public.get(jwk_text)
+        if found is None:
+            found = _import_public(json.loads(jwk_text))
+            self._public[jwk_text] = found
+        return found
+
+    def keep_only(self, keys: Sequence[StoredKey]) -> None:
+        """Forget the material of keys no longer stored."""
+        blobs = {(k.kid, k.encrypted_private) for k in keys}
+        texts = {k.public_jwk for k in keys}
+        self._mac = {n: v for n, v in self._mac.items() if n in blobs}
+        self._signing = {n: v for n, v in self._signing.items() if n in blobs}
+        self._public = {t: v for t, v in self._public.items() if t in texts}
+
+
+class KeyRing:
+    """The keys of one moment, opened: what signs, what verifies, what is published.
+
+    `opened`, if given, remembers opened keys between rings (`OpenedKeys`)."""
+
+    def __init__(
+        self,
+        keys: Sequence[StoredKey],
+        sealer: Sealer,
+        now: datetime,
+        *,
+        opened: OpenedKeys | None = None,
+    ) -> None:
+        material = opened if opened is not None else OpenedKeys(sealer)
         live = [k for k in keys if _live(k, now)]
         newest_first = sorted(live, key=lambda k: k.activated_at or k.created_at, reverse=True)
-        self._published = [
-            json.loads(k.public_jwk)
+        published = [
+            k.public_jwk
             for k in sorted(live, key=lambda k: k.created_at)
             if k.use is KeyUse.SIGNING and k.public_jwk
         ]
+        self._published = [json.loads(text) for text in published]
         self.refresh_mac_keys: dict[int, bytes] = {
-            int(k.kid): sealer.unseal(k.encrypted_private, k.kid)
-            for k in live
-            if k.use is KeyUse.REFRESH_MAC
+            int(k.kid): material.mac_key(k) for k in live if k.use is KeyUse.REFRESH_MAC
         }
         active_signing = [
             k for k in newest_first if k.use is KeyUse.SIGNING and k.state is KeyState.ACTIVE
         ]
-        self.signing: SigningKey | None = None
-        if active_signing:
-            chosen = active_signing[0]
-            pem = sealer.unseal(chosen.encrypted_private, chosen.kid)
-            header = {"typ": ACCESS_TOKEN_TYP, "alg": chosen.alg, "kid": chosen.kid}
-            self.signing = SigningKey(
-                chosen.kid, chosen.alg, _import(chosen.alg, pem), CompactSigner(header, pem)
-            )
+        self.signing: SigningKey | None = (
+            material.signing_key(active_signing[0]) if active_signing else None
+        )
         active_mac = [
             k for k in newest_first if k.use is KeyUse.REFRESH_MAC and k.state is KeyState.ACTIVE
         ]
         self.active_mac_key_id: int = int(active_mac[0].kid) if active_mac else -1
         self.verification_keys: dict[str, tuple[str, JoseKey]] = {
-            jwk["kid"]: (jwk["alg"], _import_public(jwk)) for jwk in self._published
+            jwk["kid"]: (jwk["alg"], material.public_key(text))
+            for text, jwk in zip(published, self._published, strict=True)
         }
 
     def jwks(self) -> dict[str, Any]:

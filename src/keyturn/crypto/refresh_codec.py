@@ -83,6 +83,24 @@ def encode(claims: RefreshClaims, mac_key: bytes) -> str:
 def decode(token: str, mac_keys: Mapping[int, bytes]) -> RefreshClaims:
     """Parse and authenticate `token`. Raises `InvalidGrant` (its `detail` names the
     check that failed; never the token) for anything that is not a token we issued."""
+    claims, body, mac = _parse(token)
+    key = mac_keys.get(claims.mac_key_id)
+    if key is None:
+        raise InvalidGrant(detail=UNKNOWN_KEY)
+    if not hmac.compare_digest(mac, _mac(key, body)):
+        raise InvalidGrant(detail="refresh token mac")
+    return claims
+
+
+def key_id_of(token: str) -> int:
+    """The MAC key id a well-formed token names, unauthenticated: only for deciding
+    whether that key could exist. `InvalidGrant` as `decode` for a malformed token."""
+    return _parse(token)[0].mac_key_id
+
+
+def _parse(token: str) -> tuple[RefreshClaims, bytes, bytes]:
+    """The claims, the signed body and the MAC of a well-formed token, not yet
+    authenticated."""
     if not isinstance(token, str) or len(token) != _TEXT_LENGTH:
         raise InvalidGrant(detail="refresh token length")
     if not token.startswith(PREFIX):
@@ -102,17 +120,13 @@ def decode(token: str, mac_keys: Mapping[int, bytes]) -> RefreshClaims:
     version, key_id, sid, generation, salt = _BODY.unpack(body)
     if version != VERSION:
         raise InvalidGrant(detail="refresh token version")
-    key = mac_keys.get(key_id)
-    if key is None:
-        raise InvalidGrant(detail=UNKNOWN_KEY)
-    if not hmac.compare_digest(mac, _mac(key, body)):
-        raise InvalidGrant(detail="refresh token mac")
-    return RefreshClaims(
+    claims = RefreshClaims(
         session_id=SessionId(str(uuid.UUID(bytes=sid))),
         generation=generation,
         salt=salt,
         mac_key_id=key_id,
     )
+    return claims, body, mac
 
 
 def salt_matches(claims: RefreshClaims, session_salt: bytes) -> bool:

@@ -2,8 +2,11 @@
 
 The one place that turns stored key rows into signing and MAC material. Each process
 keeps the decrypted key ring in memory and re-reads the key table every
-`key_refresh_seconds` (and at once when a token names a key it does not know), so a
-`keyturn keys rotate` run anywhere is picked up everywhere without a restart.
+`key_refresh_seconds`, so a `keyturn keys rotate` run anywhere is picked up everywhere
+without a restart. A refresh token naming a MAC key this process does not hold is looked
+up early, but only when its id is one a rotation since the last read could have made,
+and at most once per `UNKNOWN_KEY_RELOAD_SECONDS`: the id is guarded by a CRC32 alone,
+so anyone can forge one, and a bad token must cost no database work.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from keyturn.core.ids import SessionId, UserId
 from keyturn.core.models import Client, KeyUse, Session, StoredKey
 from keyturn.core.ports import Clock, KeyStore, Randomness
 from keyturn.crypto import access_tokens, refresh_codec
-from keyturn.crypto.keys import KeyRing, new_refresh_mac_key, new_signing_key
+from keyturn.crypto.keys import KeyRing, OpenedKeys, new_refresh_mac_key, new_signing_key
 from keyturn.crypto.refresh_codec import RefreshClaims
 from keyturn.crypto.sealing import Sealer
 from keyturn.service.config import EngineConfig
@@ -29,6 +32,17 @@ from keyturn.service.config import EngineConfig
 RETIRED_KEY_MARGIN = 120
 """Seconds a retired signing key stays published beyond the access-token lifetime: clock
 skew and resource servers' JWKS caches."""
+
+UNKNOWN_KEY_RELOAD_SECONDS = 5.0
+"""At most one early read of the key table per this many seconds, per process, for
+refresh tokens naming a MAC key it does not hold; a token refused meanwhile is answered
+`invalid_grant` as any bad token is. An honest one is rare: its key must have been
+rotated in by another process twice since the last periodic read (a rotation activates
+the next key, which every process has read already)."""
+
+UNKNOWN_KEY_LOOKAHEAD = 16
+"""How many MAC keys other processes may have made since the last read: an unknown id
+outside the next this many of the sequence cannot exist and is refused unread."""
 
 
 class Tokens:
@@ -41,6 +55,7 @@ class Tokens:
         config: EngineConfig,
         signing_alg: str,
         monotonic: Callable[[], float] = time.monotonic,
+        unknown_key_reload_seconds: float = UNKNOWN_KEY_RELOAD_SECONDS,
     ) -> None:
         self._keys = keys
         self._sealer = sealer
@@ -49,25 +64,74 @@ class Tokens:
         self._config = config
         self._alg = signing_alg
         self._monotonic = monotonic
+        self._unknown_key_reload_seconds = unknown_key_reload_seconds
         self._ring: KeyRing | None = None
+        self._opened = OpenedKeys(sealer)
+        self._upcoming_mac_ids: frozenset[int] = frozenset()
         self._loaded_at = 0.0
+        self._reads = 0
+        self._unknown_key_read_at: float | None = None
         self._lock = asyncio.Lock()
 
     # Key ring
+
+    @property
+    def keys_opened(self) -> int:
+        """Private keys unsealed by this process so far: a re-read of an unchanged key
+        table adds none."""
+        return self._opened.opened
 
     async def ring(self) -> KeyRing:
         """The key ring, re-read when older than the refresh interval."""
         ring = self._ring
         if ring is None or self._monotonic() - self._loaded_at > self._config.key_refresh_seconds:
-            return await self.reload()
+            return await self._refresh()
         return ring
 
     async def reload(self) -> KeyRing:
+        """Read the key table now: after this process changed it."""
         async with self._lock:
-            stored = await self._keys.list_keys()
-            self._ring = KeyRing(stored, self._sealer, self._clock.now())
-            self._loaded_at = self._monotonic()
-            return self._ring
+            return await self._read()
+
+    async def _refresh(self) -> KeyRing:
+        """Read the key table, unless a read is under way: callers at the same moment
+        share its result (one read, not one per request)."""
+        seen = self._reads
+        async with self._lock:
+            if self._reads != seen and self._ring is not None:
+                return self._ring
+            return await self._read()
+
+    async def _read(self) -> KeyRing:
+        stored = await self._keys.list_keys()
+        # Unsealing and importing (an RSA key costs a good part of a second) run on a
+        # worker thread, never on the event loop; keys already held are not reopened.
+        ring = await asyncio.to_thread(
+            _open_ring, stored, self._sealer, self._clock.now(), self._opened
+        )
+        self._ring = ring
+        self._upcoming_mac_ids = key_lifecycle.upcoming_mac_key_ids(stored, UNKNOWN_KEY_LOOKAHEAD)
+        self._loaded_at = self._monotonic()
+        self._reads += 1
+        return ring
+
+    async def _look_for_key(self, key_id: int) -> KeyRing | None:
+        """The key ring re-read early for a token naming `key_id`, a MAC key this
+        process does not hold; None when that costs nothing: the id cannot exist, or an
+        early read was made in the last `unknown_key_reload_seconds` (a read under way
+        is waited for, not repeated)."""
+        if key_id not in self._upcoming_mac_ids:
+            return None
+        seen = self._reads
+        now = self._monotonic()
+        last = self._unknown_key_read_at
+        if last is not None and now - last < self._unknown_key_reload_seconds:
+            if not self._lock.locked():
+                return None
+            async with self._lock:
+                return self._ring if self._reads != seen else None
+        self._unknown_key_read_at = now
+        return await self._refresh()
 
     async def ensure_keys(self) -> list[StoredKey]:
         """Create the first keys (an active and a next one of each use) if there are
@@ -129,16 +193,18 @@ class Tokens:
 
     async def decode_refresh(self, token: str) -> RefreshClaims:
         """Parse and authenticate a presented refresh token: `InvalidGrant` for
-        garbage, a bad checksum or MAC, or a key we do not hold. No database work."""
+        garbage, a bad checksum or MAC, or a key we do not hold. No database work,
+        but for one throttled look for a key rotated in elsewhere (`_look_for_key`)."""
         ring = await self.ring()
         try:
             return refresh_codec.decode(token, ring.refresh_mac_keys)
         except InvalidGrant as refused:
-            # A key rotated in by another process since our last read: look once more.
             if refused.detail != refresh_codec.UNKNOWN_KEY:
                 raise
-        ring = await self.reload()
-        return refresh_codec.decode(token, ring.refresh_mac_keys)
+            again = await self._look_for_key(refresh_codec.key_id_of(token))
+            if again is None:
+                raise
+        return refresh_codec.decode(token, again.refresh_mac_keys)
 
     @staticmethod
     def salt_matches(claims: RefreshClaims, session: Session) -> bool:
@@ -150,7 +216,8 @@ class Tokens:
         ring = await self.ring()
         key = ring.refresh_mac_keys.get(session.mac_key_id)
         if key is None:
-            key = (await self.reload()).refresh_mac_keys[session.mac_key_id]
+            # Only for a session row read from the store: never for a presented token.
+            key = (await self._refresh()).refresh_mac_keys[session.mac_key_id]
         claims = RefreshClaims(
             session_id=session.id,
             generation=generation,
@@ -187,6 +254,14 @@ class Tokens:
             jti=self._random.token_bytes(16).hex(),
             key_thumbprint=key_thumbprint,
         )
+
+
+def _open_ring(
+    stored: Sequence[StoredKey], sealer: Sealer, now: datetime, opened: OpenedKeys
+) -> KeyRing:
+    ring = KeyRing(stored, sealer, now, opened=opened)
+    opened.keep_only(stored)
+    return ring
 
 
 def _key_event(key: StoredKey, kind: EventType, now: datetime) -> SecurityEvent:
