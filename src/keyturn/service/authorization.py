@@ -14,6 +14,7 @@ from keyturn.core.authorization import (
     check_authorization_request,
     client_and_redirect,
 )
+from keyturn.core.codes import password_changed_since, replay_ends_session
 from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
 from keyturn.core.ids import ClientId
@@ -124,9 +125,12 @@ class Authorization:
         """RFC 6749 §4.1.3 and RFC 7636 §4.6: the tokens for a code, once.
 
         `client` is already authenticated. Every refusal is `invalid_grant`, and every
-        refusal after the code was found burns it: a code is presented successfully
-        once or never. `key_thumbprint`, the key of the request's verified DPoP proof,
-        binds the access token and, for a public client, the session (RFC 9449 §5).
+        refusal of an unused code burns it: a code is presented successfully once or
+        never. A used code presented again ends the session it opened only when its own
+        client presents it before it expires; otherwise nothing changes and nothing is
+        recorded (`core.codes.replay_ends_session`). `key_thumbprint`, the key of the
+        request's verified DPoP proof, binds the access token and, for a public client,
+        the session (RFC 9449 §5).
         """
         if GrantType.AUTHORIZATION_CODE not in client.grant_types:
             raise UnauthorizedClient("This client may not use the authorization code grant.")
@@ -143,8 +147,12 @@ class Authorization:
             raise InvalidGrant(detail="unknown authorization code")
         now = self._clock.now()
         if found.used:
-            await self._end_what_it_issued(found, now, context)
-            raise InvalidGrant(detail="authorization code used again")
+            if replay_ends_session(found, client.id, now):
+                await self._end_what_it_issued(found, context)
+                raise InvalidGrant(detail="authorization code used again")
+            # Another client's, or after its expiry: no race for the code, so nothing
+            # to revoke and nothing to record (`core.codes.replay_ends_session`).
+            raise InvalidGrant(detail="used authorization code presented too late or elsewhere")
         refusal = self._refusal(found, client, redirect_uri, code_verifier, now)
         if refusal is not None:
             # A refused presentation burns the code (RFC 7636 §4.6 leaves it to us; a
@@ -159,6 +167,11 @@ class Authorization:
                 key, now, None, self._refused(found, now, "user gone")
             )
             raise InvalidGrant(detail="user disabled or deleted")
+        if password_changed_since(found, user):
+            await self._store.redeem_authorization_code(
+                key, now, None, self._refused(found, now, "password_changed")
+            )
+            raise InvalidGrant(detail="password changed since the code was granted")
         session = await new_session(
             self._tokens,
             self._clock,
@@ -189,8 +202,8 @@ class Authorization:
         if not won:
             # Two presentations raced and the other one won: this is the second use.
             again = await self._store.get_authorization_code(key)
-            if again is not None:
-                await self._end_what_it_issued(again, now, context)
+            if again is not None and replay_ends_session(again, client.id, now):
+                await self._end_what_it_issued(again, context)
             raise InvalidGrant(detail="authorization code used concurrently")
         return await issue_for_session(
             self._tokens, self._clock, self._config, session, client, 0, found.scope, dpop_key
@@ -221,33 +234,19 @@ class Authorization:
             return "PKCE verifier missing or wrong"
         return None
 
-    async def _end_what_it_issued(
-        self, code: AuthorizationCode, now: datetime, context: RequestContext
-    ) -> None:
+    async def _end_what_it_issued(self, code: AuthorizationCode, context: RequestContext) -> None:
         """RFC 6749 §4.1.2: on a second use the server "SHOULD revoke (when possible)
         all tokens previously issued based on that authorization code"."""
         opened = await self._store.get_session(code.session_id) if code.session_id else None
-        if opened is not None:
+        # Burnt by a refused presentation, its session purged or already ended: nothing
+        # to end, and a row per presentation would only fill the audit table.
+        if opened is not None and not opened.revoked:
             await self._ending.end(
                 opened,
                 RevocationReason.CODE_REPLAYED,
                 context=context,
                 detail="authorization code presented again",
             )
-            return
-        # Burnt by a refused presentation, or its session purged: nothing to end.
-        await self._store.record(
-            SecurityEvent(
-                type=EventType.REUSE_DETECTED,
-                at=now,
-                user_id=code.user_id,
-                client_id=code.client_id,
-                session_id=code.session_id,
-                reason=RevocationReason.CODE_REPLAYED.value,
-                device=context.device,
-                detail="authorization code presented again",
-            )
-        )
 
     @staticmethod
     def _refused(code: AuthorizationCode, now: datetime, why: str) -> SecurityEvent:
