@@ -159,17 +159,47 @@ class Settings(BaseSettings):
         "at most ten minutes is recommended).",
     )
     login_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
-        60, description="Login attempts per client IP address per minute."
+        60,
+        description="Login attempts, and password changes at `/auth/password`, per "
+        "client IP address per minute.",
     )
     token_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
         1200,
-        description="Requests to the token, revocation and introspection endpoints per "
-        "client id per minute, counted before client authentication.",
+        description="Requests of one confidential client to the token, revocation and "
+        "introspection endpoints and the first-party API per minute, counted once it "
+        "has authenticated: nobody without its secret can spend them.",
+    )
+    public_client_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
+        300,
+        description="Requests naming one public client (which has no secret: anyone can "
+        "name it) per client IP address per minute, at the token, revocation and "
+        "introspection endpoints and `/auth/refresh` and `/auth/logout`. One address "
+        "spends only its own count, never the client's other users'.",
+    )
+    client_auth_failures_per_minute: Annotated[int, Field(ge=1)] = Field(
+        20,
+        description="Failed client authentications (unknown client, wrong or missing "
+        "secret) per client id and client IP address per minute; past it that id is "
+        "refused from that address with 429 until the minute ends, before any secret "
+        "is checked. Other addresses, and the client itself, are not affected.",
+    )
+    revocation_feed_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
+        120,
+        description="Polls of `/auth/revocations` per resource server per minute, counted "
+        "once it has authenticated, apart from its other requests: neither a caller "
+        "without its secret nor its own token traffic can starve its revocation feed.",
     )
     purge_retention: Annotated[int, Field(ge=0)] = Field(
         7 * DAY,
-        description="How long ended sessions are kept (for `sessions list` and the "
-        "audit trail) before `keyturn purge` deletes them.",
+        description="How long ended sessions are kept (for `sessions list`) before "
+        "`keyturn purge` deletes them. Authorization codes are deleted a few minutes "
+        "after they expire, whatever this says.",
+    )
+    audit_retention: Annotated[int, Field(ge=0)] = Field(
+        90 * DAY,
+        description="How long audit rows (`keyturn audit`) are kept before `keyturn "
+        "purge` deletes them. Keep it at least `purge_retention` so a purged session's "
+        "story stays readable as long as its row did.",
     )
     allowed_origins_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
         30,

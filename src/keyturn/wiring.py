@@ -205,7 +205,7 @@ async def open_engine(
     ending = SessionEnding(store, the_clock, config)
     sessions = Sessions(store, tokens, the_passwords, the_clock, ending)
     login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter, ending)
-    clients = ClientAuthenticator(store, store, the_clock)
+    clients = ClientAuthenticator(store, store, the_clock, limiter)
     outcomes = [o for o in observers if isinstance(o, RefreshObserver)]
     return Engine(
         settings=settings,
@@ -233,5 +233,6 @@ async def open_engine(
             the_clock,
             randomness,
             settings.purge_retention,
+            settings.audit_retention,
         ),
     )

@@ -181,11 +181,21 @@ class SessionStore(Protocol):
         only, at most `limit`: the revocation feed's page."""
         ...
 
-    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
-        """Delete at most `batch_size` sessions that ended (revoked, or past a deadline)
-        more than `retention_seconds` before `now`, and as many authorization codes
-        that expired that long ago, in one short transaction. Returns how many rows it
-        deleted; the caller repeats until 0."""
+    async def purge_expired(
+        self,
+        now: datetime,
+        retention_seconds: int,
+        batch_size: int,
+        *,
+        code_retention_seconds: int | None = None,
+        audit_retention_seconds: int | None = None,
+    ) -> int:
+        """Delete, in one short transaction, at most `batch_size` of each: sessions that
+        ended (revoked, or past a deadline) more than `retention_seconds` before `now`;
+        authorization codes, used or not, that expired more than
+        `code_retention_seconds` before it (None: `retention_seconds`); audit rows older
+        than `audit_retention_seconds` (None: none). Returns how many rows it deleted;
+        the caller repeats while that reaches `batch_size`."""
         ...
 
 

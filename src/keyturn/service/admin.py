@@ -37,6 +37,11 @@ from keyturn.service.sessions import Sessions
 from keyturn.service.tokens import Tokens
 
 PURGE_BATCH = 1000
+# A used or expired authorization code answers nothing but `invalid_grant` once it has
+# expired (`core.codes.replay_ends_session`), so it is deleted soon after: kept a few
+# minutes past `expires_at` only so that a host whose clock runs ahead never deletes a
+# code another host still accepts.
+CODE_RETENTION_SECONDS = 300
 MAX_CLIENT_ID_LENGTH = 128
 
 
@@ -57,6 +62,7 @@ class Admin:
         clock: Clock,
         randomness: Randomness,
         purge_retention: int,
+        audit_retention: int,
     ) -> None:
         self._store = store
         self._tokens = tokens
@@ -65,6 +71,7 @@ class Admin:
         self._clock = clock
         self._random = randomness
         self._retention = purge_retention
+        self._audit_retention = audit_retention
 
     # Users
 
@@ -239,12 +246,17 @@ class Admin:
         return await self._store.list_events(type=type, since=since, limit=limit)
 
     async def purge(self, batch_size: int = PURGE_BATCH) -> int:
-        """Delete ended sessions past the retention, in short batches, so rotations
-        never wait long behind the purge. Returns how many were deleted."""
+        """Delete ended sessions past `purge_retention`, authorization codes minutes
+        after they expire and audit rows past `audit_retention`, in short batches, so
+        rotations never wait long behind the purge. Returns how many were deleted."""
         total = 0
         while True:
             deleted = await self._store.purge_expired(
-                self._clock.now(), self._retention, batch_size
+                self._clock.now(),
+                self._retention,
+                batch_size,
+                code_retention_seconds=CODE_RETENTION_SECONDS,
+                audit_retention_seconds=self._audit_retention,
             )
             total += deleted
             if deleted < batch_size:

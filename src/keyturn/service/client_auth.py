@@ -13,7 +13,7 @@ from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client
-from keyturn.core.ports import AuditLog, ClientStore, Clock
+from keyturn.core.ports import AuditLog, ClientStore, Clock, RateLimiter
 from keyturn.crypto.client_secrets import hash_secret, verify_secret
 
 MAX_CLIENT_ID_LENGTH = 128
@@ -42,12 +42,23 @@ class ClientCredentials:
 # entry costs a second round trip, never a wrong answer. Only clients that exist enter.
 _REMEMBERED_CLIENTS = 1024
 
+# Wrong secrets of one client audited per minute, whatever their addresses: the first
+# rows of a burst say that someone is guessing, from where, and when it began; the rest
+# would add rows, not news (a botnet spreads past the per-address limit). The last row
+# recorded says so, and the next minute records again. A counter shared through Redis
+# when configured, like the limits; the rows need no schema of their own.
+AUDITED_WRONG_SECRETS = 5
+AUDIT_WINDOW_SECONDS = 60
+
 
 class ClientAuthenticator:
-    def __init__(self, clients: ClientStore, audit: AuditLog, clock: Clock) -> None:
+    def __init__(
+        self, clients: ClientStore, audit: AuditLog, clock: Clock, limiter: RateLimiter
+    ) -> None:
         self._clients = clients
         self._audit = audit
         self._clock = clock
+        self._limiter = limiter
         self._seen: dict[ClientId, Client] = {}
 
     def remembered(self, client_id: str) -> Client | None:
@@ -86,16 +97,7 @@ class ClientAuthenticator:
             if secret is None or client.secret_hash is None:
                 raise InvalidClient(detail="confidential client without a secret")
             if not verify_secret(client.secret_hash, secret):
-                # Audited (the per-client rate limit bounds how many rows this writes):
-                # a burst of these is someone guessing the secret.
-                await self._audit.record(
-                    SecurityEvent(
-                        type=EventType.CLIENT_AUTHENTICATION_FAILED,
-                        at=self._clock.now(),
-                        client_id=client.id,
-                        reason="wrong_secret",
-                    )
-                )
+                await self._audit_wrong_secret(client)
                 raise InvalidClient(detail="wrong secret")
         elif secret is not None or credentials.method is not AuthMethod.NONE:
             # A public client has no secret: one sent anyway is a registration mismatch.
@@ -103,6 +105,23 @@ class ClientAuthenticator:
         if not client.enabled:
             raise InvalidClient(detail="client disabled")
         return client
+
+    async def _audit_wrong_secret(self, client: Client) -> None:
+        """Record a wrong secret, the first `AUDITED_WRONG_SECRETS` of each minute."""
+        key = f"audit:wrong-secret:{client.id}"
+        limit, window = AUDITED_WRONG_SECRETS, AUDIT_WINDOW_SECONDS
+        if await self._limiter.hit(key, limit, window) is not None:
+            return
+        last = await self._limiter.peek(key, limit, window) is not None
+        await self._audit.record(
+            SecurityEvent(
+                type=EventType.CLIENT_AUTHENTICATION_FAILED,
+                at=self._clock.now(),
+                client_id=client.id,
+                reason="wrong_secret",
+                detail=f"later wrong secrets within {window} s not recorded" if last else None,
+            )
+        )
 
 
 def _id(credentials: ClientCredentials) -> ClientId:

@@ -222,8 +222,22 @@ class ObservedStore:
     async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
         return await self._store.list_revoked(after, after_id, limit)
 
-    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
-        return await self._store.purge_expired(now, retention_seconds, batch_size)
+    async def purge_expired(
+        self,
+        now: datetime,
+        retention_seconds: int,
+        batch_size: int,
+        *,
+        code_retention_seconds: int | None = None,
+        audit_retention_seconds: int | None = None,
+    ) -> int:
+        return await self._store.purge_expired(
+            now,
+            retention_seconds,
+            batch_size,
+            code_retention_seconds=code_retention_seconds,
+            audit_retention_seconds=audit_retention_seconds,
+        )
 
     # Authorization codes
 

@@ -5,6 +5,7 @@ runs on all three); one lock makes every operation atomic."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -38,9 +39,10 @@ class MemoryStore:
         self._keys: dict[KeyId, StoredKey] = {}
         self._codes: dict[str, AuthorizationCode] = {}
         self._events: list[RecordedEvent] = []
+        self._event_ids = itertools.count(1)  # never reused, even after a purge
 
     def _record(self, event: SecurityEvent) -> None:
-        self._events.append(RecordedEvent(id=len(self._events) + 1, event=event))
+        self._events.append(RecordedEvent(id=next(self._event_ids), event=event))
 
     def _revoke_where(
         self, match: object, reason: RevocationReason, at: datetime, keep: SessionId | None
@@ -268,8 +270,18 @@ class MemoryStore:
         ]
         return sorted(revoked, key=lambda s: (s.revoked_at or after, s.id))[:limit]
 
-    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
+    async def purge_expired(
+        self,
+        now: datetime,
+        retention_seconds: int,
+        batch_size: int,
+        *,
+        code_retention_seconds: int | None = None,
+        audit_retention_seconds: int | None = None,
+    ) -> int:
         cutoff = now - timedelta(seconds=retention_seconds)
+        codes_kept = retention_seconds if code_retention_seconds is None else code_retention_seconds
+        code_cutoff = now - timedelta(seconds=codes_kept)
         async with self._lock:
             doomed = [
                 sid
@@ -280,10 +292,16 @@ class MemoryStore:
             ][:batch_size]
             for sid in doomed:
                 del self._sessions[sid]
-            stale = [h for h, c in self._codes.items() if c.expires_at < cutoff][:batch_size]
-            for code_hash in stale:
+            stale = [h for h, c in self._codes.items() if c.expires_at < code_cutoff]
+            for code_hash in stale[:batch_size]:
                 del self._codes[code_hash]
-            return len(doomed) + len(stale)
+            old: set[int] = set()
+            if audit_retention_seconds is not None:
+                audit_cutoff = now - timedelta(seconds=audit_retention_seconds)
+                old = {e.id for e in self._events if e.event.at < audit_cutoff}
+                old = set(sorted(old)[:batch_size])
+                self._events = [e for e in self._events if e.id not in old]
+            return len(doomed) + len(stale[:batch_size]) + len(old)
 
     # Authorization codes
 

@@ -300,13 +300,23 @@ WITH sessions_gone AS (
     RETURNING 1
 ), codes_gone AS (
     DELETE FROM authorization_codes WHERE code_hash IN (
-        SELECT code_hash FROM authorization_codes WHERE expires_at < $1
+        SELECT code_hash FROM authorization_codes WHERE expires_at < $3
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
+), events_gone AS (
+    -- $4 NULL (no audit retention): `at < NULL` holds for no row.
+    DELETE FROM audit_events WHERE id IN (
+        SELECT id FROM audit_events WHERE at < $4
+        ORDER BY at
         LIMIT $2
         FOR UPDATE SKIP LOCKED
     )
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM sessions_gone) + (SELECT count(*) FROM codes_gone)
+    + (SELECT count(*) FROM events_gone)
 """
 
 # Separate statements rather than `($1 IS NULL OR col = $1)`: once PostgreSQL switches a
@@ -841,9 +851,26 @@ class PostgresStore:
         )
         return [rows.session_from(r, from_db) for r in found]
 
-    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
+    async def purge_expired(
+        self,
+        now: datetime,
+        retention_seconds: int,
+        batch_size: int,
+        *,
+        code_retention_seconds: int | None = None,
+        audit_retention_seconds: int | None = None,
+    ) -> int:
         cutoff = now - timedelta(seconds=retention_seconds)
-        deleted = await self._run(lambda conn: conn.fetchval(_PURGE, cutoff, batch_size))
+        codes_kept = retention_seconds if code_retention_seconds is None else code_retention_seconds
+        code_cutoff = now - timedelta(seconds=codes_kept)
+        audit_cutoff = (
+            None
+            if audit_retention_seconds is None
+            else now - timedelta(seconds=audit_retention_seconds)
+        )
+        deleted = await self._run(
+            lambda conn: conn.fetchval(_PURGE, cutoff, batch_size, code_cutoff, audit_cutoff)
+        )
         return int(deleted)
 
     # Authorization codes

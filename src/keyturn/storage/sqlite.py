@@ -561,8 +561,23 @@ class SqliteStore:
         )
         return [rows.session_from(r, from_db) for r in found]
 
-    async def purge_expired(self, now: datetime, retention_seconds: int, batch_size: int) -> int:
+    async def purge_expired(
+        self,
+        now: datetime,
+        retention_seconds: int,
+        batch_size: int,
+        *,
+        code_retention_seconds: int | None = None,
+        audit_retention_seconds: int | None = None,
+    ) -> int:
         cutoff = to_db(now - timedelta(seconds=retention_seconds))
+        codes_kept = retention_seconds if code_retention_seconds is None else code_retention_seconds
+        code_cutoff = to_db(now - timedelta(seconds=codes_kept))
+        audit_cutoff = (
+            None
+            if audit_retention_seconds is None
+            else to_db(now - timedelta(seconds=audit_retention_seconds))
+        )
 
         def work(db: sqlite3.Connection) -> int:
             deleted = db.execute(
@@ -574,9 +589,16 @@ class SqliteStore:
             codes = db.execute(
                 "DELETE FROM authorization_codes WHERE code_hash IN (SELECT code_hash "
                 "FROM authorization_codes WHERE expires_at < ? LIMIT ?)",
-                (cutoff, batch_size),
+                (code_cutoff, batch_size),
             )
-            return deleted.rowcount + codes.rowcount
+            events = 0
+            if audit_cutoff is not None:
+                events = db.execute(
+                    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events "
+                    "WHERE at < ? ORDER BY at LIMIT ?)",
+                    (audit_cutoff, batch_size),
+                ).rowcount
+            return deleted.rowcount + codes.rowcount + events
 
         return await self._write(work)
 
