@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.service.inspection import ACCOUNT_SCOPE
 from keyturn.settings import Settings
 from keyturn.storage import upgrade
 from keyturn.wiring import open_engine
@@ -85,11 +86,12 @@ async def _seed(settings: Settings) -> dict[str, str]:
         # Authorization code clients: `app` is public with several redirect URIs (a
         # web origin, a loopback one and a private-use scheme), `web` confidential with
         # one, whose query must be kept.
+        # `app` may ask for `keyturn:account`: its tokens then act at the account API.
         await engine.admin.add_client(
             "app",
             ClientType.PUBLIC,
             grant_types={GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN},
-            scope=SCOPE,
+            scope=SCOPE | {ACCOUNT_SCOPE},
             redirect_uris=[APP_REDIRECT, LOOPBACK_REDIRECT, "com.example.app:/cb"],
         )
         made = await engine.admin.add_client(

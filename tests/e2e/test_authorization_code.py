@@ -536,7 +536,7 @@ def test_md02_metadata_matches_what_the_server_does(server: Server, http: httpx.
         "client_credentials",
     ]
     assert meta["authorization_response_iss_parameter_supported"] is True
-    assert set(meta["scopes_supported"]) == {"read", "write"}
+    assert set(meta["scopes_supported"]) == {"read", "write", "keyturn:account"}
     assert meta["revocation_endpoint"] == f"{server.base}/oauth/revoke"
     assert meta["introspection_endpoint"] == f"{server.base}/oauth/introspect"
     assert "none" not in json.dumps({k: v for k, v in meta.items() if "signing_alg" in k})

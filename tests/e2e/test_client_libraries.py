@@ -107,7 +107,7 @@ def test_authlib_httpx_client_code_pkce_then_rotations_through_update_token(
     with OAuth2Client(
         client_id="app",
         token_endpoint_auth_method="none",
-        scope="read",
+        scope="read keyturn:account",  # it calls the account API
         redirect_uri=APP_REDIRECT,
         code_challenge_method="S256",
         token_endpoint=token_endpoint,
@@ -153,7 +153,7 @@ def test_requests_oauthlib_code_pkce_then_rotations_through_token_updater(
     session = OAuth2Session(
         "app",
         redirect_uri=APP_REDIRECT,
-        scope=["read"],
+        scope=["read", "keyturn:account"],  # it calls the account API
         pkce="S256",
         auto_refresh_url=token_endpoint,
         auto_refresh_kwargs={"client_id": "app"},

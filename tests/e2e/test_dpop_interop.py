@@ -140,7 +140,8 @@ def test_requests_oauth2client_dpop_code_pkce_rotations_and_key_mismatch_theft(
     client = library_client(server, exchanges)
     verify = Verifier(server)
 
-    authorization = client.authorization_request(scope="read", nonce=None)
+    # keyturn:account: the resource the bound tokens are used at is the account API.
+    authorization = client.authorization_request(scope="read keyturn:account", nonce=None)
     key = authorization.dpop_key
     assert isinstance(key, DPoPKey)
     jkt = thumbprint(dict(key.public_jwk))

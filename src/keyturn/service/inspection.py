@@ -1,14 +1,22 @@
 """Looking at a presented token from outside: revocation (RFC 7009) and introspection
-(RFC 7662), for refresh tokens and access tokens alike."""
+(RFC 7662), for refresh tokens and access tokens alike; and the access token that acts
+for a user at keyturn's own account API."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from keyturn.core.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidToken
-from keyturn.core.ids import SessionId
-from keyturn.core.models import Client, RevocationReason, Session
+from keyturn.core.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidToken,
+    KeyturnError,
+)
+from keyturn.core.ids import ClientId, SessionId
+from keyturn.core.models import Client, GrantType, RevocationReason, Session, User
 from keyturn.core.ports import Clock, Store
 from keyturn.crypto.access_tokens import InvalidAccessToken, verify
 from keyturn.crypto.refresh_codec import PREFIX
@@ -20,6 +28,56 @@ from keyturn.service.tokens import Tokens
 
 INACTIVE: dict[str, Any] = {"active": False}
 """RFC 7662 §2.2: an inactive token's answer says nothing more, not even why."""
+
+ACCOUNT_SCOPE = "keyturn:account"
+"""The scope that lets a client other than a first-party login client act at the
+account API (`/auth/sessions`, `/auth/logout-all`, `/auth/password`)."""
+
+
+class InsufficientScope(KeyturnError):
+    """A valid access token for keyturn whose client may not act at the account API:
+    neither a first-party login client nor granted `ACCOUNT_SCOPE` (RFC 6750 §3.1)."""
+
+    code = "insufficient_scope"
+    default_public = "The access token does not grant access to the account."
+    required: ClassVar[str] = ACCOUNT_SCOPE
+
+
+class AccountAccess(enum.Enum):
+    GRANTED = "granted"
+    REFUSED = "refused"
+    """Not a token that acts for the user here: `invalid_token`."""
+    NEEDS_ACCOUNT_SCOPE = "needs_account_scope"
+    """A good token of a client that may not act for the user here."""
+
+
+def account_access(
+    claims: dict[str, Any], session: Session, user: User | None, client: Client | None
+) -> AccountAccess:
+    """Whether an access token of keyturn's own audience (checked with its signature)
+    of the live `session` may act for the user at the account API.
+
+    RFC 9068 §4 and RFC 8725 §3.9: a token is used only where its audience and scope
+    say. Keyturn's audience alone is not enough: a code client registered without an
+    audience gets it by default, and may hand its tokens to an API of its own. So the
+    client must be a first-party login client (the password grant: it already holds
+    the user's password) or the token must carry `ACCOUNT_SCOPE`.
+    """
+    if user is None or not user.enabled:
+        return AccountAccess.REFUSED
+    # The rule of the refresh (`keyturn.core.rotation`): a session that authenticated
+    # before the user's last password change acts for them no more. The session that
+    # made the change was re-stamped by it (`UserStore.change_password`).
+    if user.password_changed_at > session.auth_time:
+        return AccountAccess.REFUSED
+    if client is None or not client.enabled or claims.get("client_id") != session.client_id:
+        return AccountAccess.REFUSED
+    if GrantType.PASSWORD in client.grant_types:
+        return AccountAccess.GRANTED
+    scope = claims.get("scope")
+    if isinstance(scope, str) and ACCOUNT_SCOPE in scope.split(" "):
+        return AccountAccess.GRANTED
+    return AccountAccess.NEEDS_ACCOUNT_SCOPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +104,16 @@ class Inspection:
         self._config = config
         self._ending = ending
 
-    async def _find(self, token: str, *, access_of: str | None = None) -> _Found | None:
+    async def _find(
+        self, token: str, *, access_of: str | None = None, audience: str | None = None
+    ) -> _Found | None:
         """The session (and claims) a token names, if it is one of ours; else None.
 
         With `access_of`, an access token of any other client is None before its
         session is read: its signed `client_id` says whose it is, so a foreign one
         costs no more database work than garbage. A refresh token names only its
-        session: whose it is, only the session row can say.
+        session: whose it is, only the session row can say. With `audience`, so is an
+        access token whose `aud` does not name it.
         """
         if token.startswith(PREFIX):
             try:
@@ -69,7 +130,7 @@ class Inspection:
                 token,
                 ring.verification_keys,
                 issuer=self._config.issuer,
-                audience=None,
+                audience=audience,
                 now=self._clock.now(),
                 leeway=0,
                 max_lifetime=self._config.lifetimes.access_token_ttl + 60,
@@ -83,8 +144,14 @@ class Inspection:
         return _Found(session, str(at_claims["client_id"]), at_claims)
 
     async def bearer_session(self, token: str | None, proof: ProofRequest | None = None) -> Session:
-        """The live session an access token belongs to (first-party endpoints that act
-        for the user): `InvalidToken` for anything else.
+        """The live session an access token belongs to, for the account API (the
+        first-party endpoints that act for the user): `InvalidToken` for anything else,
+        `InsufficientScope` for a good token whose client may not act there
+        (`account_access`).
+
+        Only a token whose `aud` names keyturn itself (its issuer) is looked at: one
+        issued for a resource server is refused before its session is read, so that
+        server cannot replay its users' tokens here (RFC 8725 §3.9).
 
         `proof` is None for a token sent as `Authorization: Bearer`, which must not be
         bound to a DPoP key: a bound token is worth nothing without its key (RFC 9449
@@ -94,7 +161,7 @@ class Inspection:
         """
         if not token or token.startswith(PREFIX):
             raise InvalidToken
-        found = await self._find(token)
+        found = await self._find(token, audience=self._config.issuer)
         bound = _confirmed_key(found.claims) if found is not None else None
         if proof is None and bound is not None:
             raise InvalidToken(detail="DPoP-bound access token sent as a bearer token")
@@ -103,16 +170,27 @@ class Inspection:
         session = found.session if found is not None else None
         now = self._clock.now()
         if (
-            session is None
+            found is None
+            or session is None
             or session.revoked
             or now >= session.idle_expires_at
             or now >= session.absolute_expires_at
         ):
             raise InvalidToken
+        claims = found.claims or {}
+        user = await self._store.get_user(session.user_id)
+        client = await self._store.get_client(ClientId(found.client_id))
+        access = account_access(claims, session, user, client)
+        if access is AccountAccess.REFUSED:
+            raise InvalidToken(detail="not a token of this user's account")
         if proof is not None and bound is not None:
             if self._proofs is None:
                 raise InvalidToken(detail="DPoP is not configured")
             await self._proofs.check_resource(proof, token, bound)
+        # Told only to the holder of the token (and of its key): the token is good,
+        # its client may not act here (RFC 6750 §3.1).
+        if access is AccountAccess.NEEDS_ACCOUNT_SCOPE:
+            raise InsufficientScope(detail=f"client {found.client_id} lacks {ACCOUNT_SCOPE}")
         return session
 
     async def revoke(

@@ -12,9 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyturn.core.dpop_errors import InvalidDpopProof, UseDpopNonce
+from keyturn.core.errors import InvalidToken
 from keyturn.core.models import Session
 from keyturn.service.dpop_proofs import ProofRequest
-from keyturn.web.errors import ResourceNonceRequired, ResourceProofRefused
+from keyturn.service.inspection import InsufficientScope
+from keyturn.web.errors import (
+    DpopScopeRefused,
+    DpopTokenRefused,
+    ResourceNonceRequired,
+    ResourceProofRefused,
+)
 from keyturn.wiring import Engine
 
 HEADER = "dpop"
@@ -65,9 +72,12 @@ def authorization(request: Request) -> tuple[str, str | None]:
 
 
 async def current_session(request: Request, engine: Engine) -> Session:
-    """The live session of the access token the request came with: `Bearer <token>`
-    for an unbound token, `DPoP <token>` with a proof of its key for a bound one
-    (RFC 9449 §7.1). DPoP refusals answer 401 with a `DPoP` challenge."""
+    """The live session of the access token the request came with, for the account
+    API: `Bearer <token>` for an unbound token, `DPoP <token>` with a proof of its key
+    for a bound one (RFC 9449 §7.1). A token not for keyturn's account answers 401
+    `invalid_token`, a good one whose client may not act here 403
+    `insufficient_scope` (`Inspection.bearer_session`); each refusal is challenged in
+    the scheme the request used."""
     scheme, token = authorization(request)
     if scheme not in ("bearer", "dpop"):
         token = None
@@ -78,3 +88,11 @@ async def current_session(request: Request, engine: Engine) -> Session:
         raise ResourceNonceRequired(challenge.nonce, detail=challenge.detail) from None
     except InvalidDpopProof as refused:
         raise ResourceProofRefused(detail=refused.detail) from None
+    except InsufficientScope as refused:
+        if proof is None:
+            raise
+        raise DpopScopeRefused(detail=refused.detail) from None
+    except InvalidToken as refused:
+        if proof is None:
+            raise
+        raise DpopTokenRefused(detail=refused.detail) from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from keyturn.core import errors
 from keyturn.core.dpop_errors import InvalidDpopProof, UseDpopNonce
+from keyturn.service.inspection import InsufficientScope
 
 # RFC 6749 §5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E )
 _NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -67,6 +68,27 @@ class ResourceNonceRequired(UseDpopNonce):
 
 STATUS[ResourceProofRefused] = 401
 STATUS[ResourceNonceRequired] = 401
+# RFC 6750 §3.1: a good token without the scope the resource needs.
+STATUS[InsufficientScope] = 403
+
+
+class DpopTokenRefused(errors.InvalidToken):
+    """`InvalidToken` for a request made with the `DPoP` scheme: challenged with
+    `DPoP`, the scheme the client used (RFC 9449 §7.1)."""
+
+
+class DpopScopeRefused(InsufficientScope):
+    """`InsufficientScope` for a request made with the `DPoP` scheme."""
+
+
+def _resource_challenge(error: errors.InvalidToken | InsufficientScope) -> str:
+    """RFC 6750 §3 (and RFC 9449 §7.1 for DPoP): the scheme the request used, the
+    error, and for `insufficient_scope` the scope that would do."""
+    scheme = "DPoP" if isinstance(error, DpopTokenRefused | DpopScopeRefused) else "Bearer"
+    challenge = f'{scheme} realm="keyturn", error="{error.code}"'
+    if isinstance(error, InsufficientScope):
+        challenge += f', scope="{error.required}"'
+    return challenge
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +118,9 @@ def to_response(error: errors.KeyturnError, *, basic_auth_used: bool = False) ->
         # RFC 6749 §5.2: a failed Authorization-header authentication MUST get 401
         # with a WWW-Authenticate of the scheme the client used.
         headers["WWW-Authenticate"] = 'Basic realm="keyturn", charset="UTF-8"'
-    if isinstance(error, errors.InvalidToken):
+    if isinstance(error, errors.InvalidToken | InsufficientScope):
         # RFC 6750 §3: the challenge names the scheme and the error.
-        headers["WWW-Authenticate"] = 'Bearer realm="keyturn", error="invalid_token"'
+        headers["WWW-Authenticate"] = _resource_challenge(error)
     if isinstance(error, UseDpopNonce):
         # RFC 9449 §8.1 (token endpoint), §9 (resource): the nonce to retry with.
         headers["DPoP-Nonce"] = error.nonce

@@ -72,7 +72,7 @@ url.search = new URLSearchParams({
   response_type: "code",
   client_id: clientId,
   redirect_uri: redirectUri,
-  scope: "read",
+  scope: "read keyturn:account", // the account API is the resource it calls
   code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
   code_challenge_method: "S256",
   state,

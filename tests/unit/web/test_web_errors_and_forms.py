@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 
 from keyturn.core import errors
 from keyturn.core.dpop_errors import DPOP_ERRORS
+from keyturn.service.inspection import InsufficientScope
 from keyturn.web.errors import (
     STATUS,
     CrossSiteRefused,
+    DpopScopeRefused,
+    DpopTokenRefused,
     ResourceNonceRequired,
     ResourceProofRefused,
     clean_description,
@@ -37,6 +40,7 @@ def test_every_domain_error_is_mapped_to_a_status() -> None:
         CrossSiteRefused,
         ResourceProofRefused,
         ResourceNonceRequired,
+        InsufficientScope,
     }
 
 
@@ -45,6 +49,20 @@ def test_bearer_errors_carry_the_rfc_6750_challenge_and_csrf_is_403() -> None:
     assert invalid.status == 401
     assert invalid.headers["WWW-Authenticate"] == 'Bearer realm="keyturn", error="invalid_token"'
     assert to_response(CrossSiteRefused()).status == 403
+
+
+def test_h03_account_api_refusals_are_challenged_in_the_scheme_the_request_used() -> None:
+    scope = to_response(InsufficientScope())
+    assert scope.status == 403
+    assert scope.headers["WWW-Authenticate"] == (
+        'Bearer realm="keyturn", error="insufficient_scope", scope="keyturn:account"'
+    )
+    dpop_scope = to_response(DpopScopeRefused())
+    assert dpop_scope.status == 403
+    assert dpop_scope.headers["WWW-Authenticate"].startswith('DPoP realm="keyturn", error="insu')
+    dpop_token = to_response(DpopTokenRefused())
+    assert dpop_token.status == 401
+    assert dpop_token.headers["WWW-Authenticate"] == 'DPoP realm="keyturn", error="invalid_token"'
 
 
 def test_error_body_is_rfc_shaped_and_not_cached() -> None:
