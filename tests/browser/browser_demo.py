@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SECRET = "browser-master-secret-" + "x" * 20
-COOKIE = "__Host-keyturn_rt"
+COOKIE = "__Host-keyturn_rt_demo-web"  # the demo client's own refresh cookie
 SHORT_ACCESS_TOKEN_TTL = 4
 """The demo client's access-token lifetime in the rotation tests: a few seconds to wait."""
 WAIT_MS = 30_000

@@ -69,7 +69,7 @@ def test_the_demo_api_answers_for_a_live_session_only(tmp_path: Path) -> None:
         password = printed_password(proc)
         signed_in = sign_in(base, password)
         token = signed_in.json()["access_token"]
-        cookie = signed_in.cookies["__Host-keyturn_rt"]
+        cookie = signed_in.cookies["__Host-keyturn_rt_demo-web"]
 
         me = httpx.get(f"{base}/demo/api/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200
@@ -88,7 +88,7 @@ def test_the_demo_api_answers_for_a_live_session_only(tmp_path: Path) -> None:
             headers={
                 "Origin": base,
                 "X-Keyturn-CSRF": "1",
-                "Cookie": f"__Host-keyturn_rt={cookie}",
+                "Cookie": f"__Host-keyturn_rt_demo-web={cookie}",
             },
         )
         assert logout.status_code == 204

@@ -168,7 +168,7 @@ def test_iv04_a_huge_cookie_header_is_refused_not_a_crash(server: Server) -> Non
         answer = httpx.post(
             f"{server.base}/auth/refresh",
             json={"client_id": "spa"},
-            headers={"Cookie": "__Host-keyturn_rt=" + "x" * 1_000_000, "X-Keyturn-CSRF": "1"},
+            headers={"Cookie": "__Host-keyturn_rt_spa=" + "x" * 1_000_000, "X-Keyturn-CSRF": "1"},
         )
     except httpx.RemoteProtocolError:
         return  # the server closed the connection on a header block it will not read

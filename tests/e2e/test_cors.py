@@ -95,7 +95,7 @@ def test_ck09_actual_response_to_an_unlisted_origin_grants_nothing(server: Serve
     response = httpx.post(
         f"{server.base}/auth/refresh",
         json={"client_id": "spa"},
-        headers={"Origin": EVIL, "X-Keyturn-CSRF": "1", "Cookie": "__Host-keyturn_rt=kt_rt_x"},
+        headers={"Origin": EVIL, "X-Keyturn-CSRF": "1", "Cookie": "__Host-keyturn_rt_spa=kt_rt_x"},
         timeout=30,
     )
     assert response.status_code == 403

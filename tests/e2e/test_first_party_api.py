@@ -13,7 +13,7 @@ from test_oauth_token_endpoint import assert_error
 from conftest import ORIGIN, Server
 from support.engine import PASSWORD
 
-COOKIE = "__Host-keyturn_rt"
+COOKIE = "__Host-keyturn_rt_spa"  # the cookie client's own refresh cookie
 CSRF = {"X-Keyturn-CSRF": "1", "Origin": ORIGIN}
 
 

@@ -12,9 +12,11 @@ see a token is answered `{"active": false}`, exactly as for garbage.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
 from typing import Any
 
 import asyncpg
@@ -27,6 +29,7 @@ from test_oauth_token_endpoint import assert_error
 from conftest import ORIGIN, Server
 from keyturn.core.models import ClientType, Delivery, GrantType
 from keyturn.settings import Settings
+from keyturn.web.first_party import refresh_cookie
 from keyturn.wiring import open_engine
 from support.authorize import new_pkce
 from support.engine import PASSWORD
@@ -301,6 +304,16 @@ def test_h09_login_at_one_cookie_app_leaves_the_other_apps_session_and_cookie(
 def test_h09_the_cookie_is_named_for_its_client(server: Server) -> None:
     jar: dict[str, str] = {}
     assert cookie_login(server, "spa", ORIGIN, jar) == f"{COOKIE_PREFIX}_spa"
+
+
+def test_h09_every_client_id_gets_a_legal_cookie_name_of_its_own() -> None:
+    ids = ["spa", "a b", "a%20b", "x;y=z", "é", "a_b", "a.b~c", '"q"', "s/p,a"]
+    names = [refresh_cookie(client_id) for client_id in ids]
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert re.fullmatch(r"__Host-keyturn_rt_[A-Za-z0-9_.~%-]+", name), name
+        jar = SimpleCookie()
+        jar[name] = "kt_rt_x"  # the standard library refuses an illegal name
 
 
 def test_h09_a_previous_refresh_token_of_another_user_or_client_ends_nothing(

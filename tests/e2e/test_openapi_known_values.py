@@ -41,7 +41,7 @@ from support.engine import PASSWORD
 
 EXAMPLES_PER_OPERATION = 60
 MINIMUM_REQUESTS = 600
-COOKIE = "__Host-keyturn_rt"
+COOKIE = "__Host-keyturn_rt_spa"  # the cookie client's own refresh cookie
 CSRF_COOKIE = "keyturn_csrf"  # the server's issuer is plain HTTP
 CSRF = "c" * 43
 VERIFIER = "known-verifier-" + "v" * 40

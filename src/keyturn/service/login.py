@@ -12,7 +12,6 @@ from keyturn.core.errors import (
     InvalidRequest,
     InvalidScope,
     LoginFailed,
-    RateLimited,
     UnauthorizedClient,
 )
 from keyturn.core.ids import UserId
@@ -25,6 +24,7 @@ from keyturn.service.config import EngineConfig
 from keyturn.service.context import NO_CONTEXT, RequestContext
 from keyturn.service.ending import SessionEnding
 from keyturn.service.issuing import issue_for_session, new_session
+from keyturn.service.lockout import AccountLockout
 from keyturn.service.results import IssuedTokens
 from keyturn.service.tokens import Tokens
 
@@ -44,7 +44,7 @@ class Login:
         limiter: RateLimiter,
         ending: SessionEnding,
     ) -> None:
-        self._limiter = limiter
+        self._lockout = AccountLockout(limiter, config)
         self._ending = ending
         self._store = store
         self._tokens = tokens
@@ -73,8 +73,9 @@ class Login:
         Every failure of the credentials (unknown user, wrong password, disabled user)
         raises the same `LoginFailed` after the same work (one Argon2 verify), so the
         answer tells nothing about which it was. `previous_refresh_token`, if the device
-        still holds one, ends that older session: as reuse if that token was already
-        rotated out past its retry window, else as superseded.
+        still holds one, ends that older session when it is this client's and this
+        user's: as reuse if that token was already rotated out past its retry window,
+        else as superseded. Anyone else's is left alone.
         """
         # Bounded before any hashing: an oversized password must not cost an Argon2 run.
         if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
@@ -114,16 +115,10 @@ class Login:
         """
         if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
             raise InvalidRequest("The username or password is too long.")
-        # Counted per account, not per address: rotating X-Forwarded-For or a botnet
-        # gains nothing. Refused even with the right password until the window ends.
-        account = f"login-failures:{username.casefold()}"
-        limit, window = self._config.login_failures_per_account, self._config.login_lockout_seconds
-        retry_after = await self._limiter.peek(account, limit, window)
-        if retry_after is not None:
-            raise RateLimited(retry_after, detail="account locked after failed logins")
+        await self._lockout.check(username)  # the right password too, while locked
         user = await self._store.find_user(username) if "\x00" not in username else None
         if not await self._verify(user, password):
-            await self._limiter.hit(account, limit, window)
+            await self._lockout.failed(username)
             await self._store.record(
                 SecurityEvent(
                     type=EventType.LOGIN_FAILED,
@@ -184,6 +179,11 @@ class Login:
         session = await self._store.get_session(claims.session_id)
         if session is None or session.revoked or not self._tokens.salt_matches(claims, session):
             return
+        # Another client's session (a second app on this device, or a token a client
+        # was handed) or another user's (a shared device) is not this login's to end:
+        # ending it would let any client sign any holder of a token out.
+        if session.client_id != client.id or session.user_id != user_id:
+            return
         now = self._clock.now()
         # The older token was rotated out and its window has passed: someone else went
         # on using that session, so this is reuse, not a simple re-login.
@@ -195,5 +195,4 @@ class Login:
             else RevocationReason.SUPERSEDED_AT_LOGIN,
             context=context,
             generation=claims.generation,
-            detail=None if session.user_id == user_id else "token of another user",
         )

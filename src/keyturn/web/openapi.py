@@ -557,37 +557,33 @@ SESSION_EVENTS: Schema = {
     "additionalProperties": False,
 }
 
-REFRESH_COOKIE = "__Host-keyturn_rt"
+REFRESH_COOKIE = "__Host-keyturn_rt_{client_id}"
+_COOKIE_NAME = r"__Host-keyturn_rt_[A-Za-z0-9_.~%-]+"
 COOKIE_PARAMETERS = [
     {
         "name": "X-Keyturn-CSRF",
         "in": "header",
         "required": False,
         "description": "Must be `1` on every request of a cookie-delivery client (a "
-        "cross-site form cannot send it); anything else is refused with 403.",
+        "cross-site form cannot send it); anything else is refused with 403. Such a "
+        f"client's refresh token travels in its own cookie, `{REFRESH_COOKIE}` (the id "
+        "percent-encoded; set by keyturn: `Secure`, `HttpOnly`, `SameSite=Strict`, "
+        "`Path=/`). A body-delivery client sends `refresh_token` in the body instead; "
+        "sending both is `invalid_request`.",
         "schema": {"type": "string", "const": "1"},
-    },
-    {
-        "name": REFRESH_COOKIE,
-        "in": "cookie",
-        "required": False,
-        "description": "The refresh token of a cookie-delivery client (set by keyturn: "
-        "`Secure`, `HttpOnly`, `SameSite=Strict`, `Path=/`). A body-delivery client sends "
-        "`refresh_token` in the body instead; sending both is `invalid_request`.",
-        "schema": TOKEN_CHARS,
     },
 ]
 SETS_REFRESH_COOKIE = {
     "Set-Cookie": {
         "description": "Cookie-delivery clients only: the new refresh token in "
         f"`{REFRESH_COOKIE}`, max-age the session's idle deadline; it is not in the body.",
-        "schema": {"type": "string", "pattern": f"^{REFRESH_COOKIE}="},
+        "schema": {"type": "string", "pattern": f"^{_COOKIE_NAME}="},
     }
 }
 CLEARS_REFRESH_COOKIE = {
     "Set-Cookie": {
-        "description": f"`{REFRESH_COOKIE}` emptied with `Max-Age=0`.",
-        "schema": {"type": "string", "pattern": f'^{REFRESH_COOKIE}=""; '},
+        "description": f"The calling client's `{REFRESH_COOKIE}` emptied with `Max-Age=0`.",
+        "schema": {"type": "string", "pattern": f'^{_COOKIE_NAME}=""; '},
     }
 }
 FIRST_PARTY_ERRORS = (
@@ -611,7 +607,7 @@ def _first_party_token(
             "responses": {
                 "200": _json(
                     "The tokens; for a cookie-delivery client the refresh token is only in "
-                    "the `__Host-keyturn_rt` cookie.",
+                    f"the `{REFRESH_COOKIE}` cookie.",
                     TOKEN_RESPONSE,
                     {**NO_STORE, **SETS_REFRESH_COOKIE, **DPOP_NONCE},
                 ),
@@ -637,6 +633,13 @@ def _bearer_call(
         "security": [{"bearer": []}, {"dpop": []}],
         "responses": {
             **ok,
+            # RFC 6750 §3.1: a good token whose client may not act on the account.
+            "403": _json(
+                "The token's client may not act on the account: it needs the "
+                "`keyturn:account` scope, or a first-party login client.",
+                _error("insufficient_scope"),
+                {**NO_STORE, **BEARER},
+            ),
             **extra,
             **_failures("invalid_request", unauthorized=unauthorized or _bearer_401()),
         },
