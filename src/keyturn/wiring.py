@@ -234,5 +234,6 @@ async def open_engine(
             randomness,
             settings.purge_retention,
             settings.audit_retention,
+            config.lifetimes,
         ),
     )

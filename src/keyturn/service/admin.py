@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
-from keyturn.core.authorization import redirect_uri_problem
 from keyturn.core.errors import InvalidRequest, NotFound
 from keyturn.core.ids import ClientId, SessionId, UserId
 from keyturn.core.models import (
@@ -23,6 +22,7 @@ from keyturn.core.models import (
     GrantType,
     KeyUse,
     LifetimeOverrides,
+    Lifetimes,
     RevocationReason,
     Session,
     StoredKey,
@@ -30,6 +30,7 @@ from keyturn.core.models import (
 )
 from keyturn.core.policy import RotationSettings
 from keyturn.core.ports import Clock, Randomness, Store
+from keyturn.core.registration import registration_problem
 from keyturn.core.scopes import Scope
 from keyturn.crypto.client_secrets import generate_secret, hash_secret
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
@@ -42,7 +43,6 @@ PURGE_BATCH = 1000
 # minutes past `expires_at` only so that a host whose clock runs ahead never deletes a
 # code another host still accepts.
 CODE_RETENTION_SECONDS = 300
-MAX_CLIENT_ID_LENGTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,7 @@ class Admin:
         randomness: Randomness,
         purge_retention: int,
         audit_retention: int,
+        lifetimes: Lifetimes,
     ) -> None:
         self._store = store
         self._tokens = tokens
@@ -72,6 +73,8 @@ class Admin:
         self._random = randomness
         self._retention = purge_retention
         self._audit_retention = audit_retention
+        self._lifetimes = lifetimes
+        """The server's lifetimes, which a client's own may not exceed."""
 
     # Users
 
@@ -137,19 +140,10 @@ class Admin:
         rotation: RotationSettings | None = None,
     ) -> NewClient:
         """Register a client. A confidential client gets a fresh secret, returned once
-        here and stored only as a hash."""
-        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH or not client_id.isprintable():
-            raise InvalidRequest("A client id is 1 to 128 printable characters.")
+        here and stored only as a hash. Raises `InvalidRequest` for a registration the
+        rules refuse (`keyturn.core.registration`)."""
         redirect_uris = tuple(redirect_uris)
         grants = frozenset(grant_types) or _default_grants(client_type, bool(redirect_uris))
-        if client_type is ClientType.PUBLIC and GrantType.CLIENT_CREDENTIALS in grants:
-            raise InvalidRequest("A public client cannot use client_credentials.")
-        for uri in redirect_uris:
-            problem = redirect_uri_problem(uri)
-            if problem:
-                raise InvalidRequest(f"Redirect URI {uri!r} refused: {problem}.")
-        if GrantType.AUTHORIZATION_CODE in grants and not redirect_uris:
-            raise InvalidRequest("The authorization_code grant needs a redirect URI.")
         secret = generate_secret(self._random) if client_type is ClientType.CONFIDENTIAL else None
         now = self._clock.now()
         client = Client(
@@ -168,6 +162,9 @@ class Admin:
             can_introspect=can_introspect,
             rotation=rotation or RotationSettings(),
         )
+        problem = registration_problem(client, self._lifetimes)
+        if problem:
+            raise InvalidRequest(problem)
         await self._store.add_client(
             client, SecurityEvent(type=EventType.CLIENT_CREATED, at=now, client_id=client.id)
         )
@@ -189,6 +186,9 @@ class Admin:
         its live tokens until it reads the client again."""
         client = await self.get_client(client_id)
         rotation = client.rotation.updated(changes)
+        # Only the rotation policy changes, which no registration rule concerns: a row
+        # stored before a rule stays usable, and what it would break is clamped or
+        # ignored where it is used (docs/decisions/codes-and-registration.md).
         now = self._clock.now()
         await self._store.set_client_rotation(
             client.id,

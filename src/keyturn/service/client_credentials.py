@@ -1,5 +1,6 @@
 """The client credentials grant (RFC 6749 §4.4): an access token for the client itself,
-no session and no refresh token (§4.4.3: "A refresh token SHOULD NOT be included")."""
+no session and no refresh token (§4.4.3: "A refresh token SHOULD NOT be included").
+Its `sub` is the client's id (RFC 9068 §2.2), never a UUID, so never a user's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 from keyturn.core.dpop_binding import admitted_key
 from keyturn.core.errors import InvalidScope, UnauthorizedClient
+from keyturn.core.ids import is_user_id_shaped
 from keyturn.core.models import Client, GrantType
 from keyturn.core.ports import Clock
 from keyturn.core.scopes import Scope, format_scope, narrow
@@ -31,6 +33,11 @@ class ClientCredentialsGrant:
         request's verified proof) if given (RFC 9449 §5)."""
         if not client.is_confidential or GrantType.CLIENT_CREDENTIALS not in client.grant_types:
             raise UnauthorizedClient(detail="client lacks the client_credentials grant")
+        if is_user_id_shaped(client.id):
+            # RFC 9068 §5: this token's `sub` is the client's id; one shaped like a
+            # user's (a row stored before registration refused them) could pass for
+            # that user at a resource server.
+            raise UnauthorizedClient(detail="client id shaped like a user's sub")
         key = admitted_key(client, key_thumbprint)
         scope = narrow(client.scope, requested_scope)
         if scope is None:

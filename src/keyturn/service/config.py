@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from keyturn.core.models import Client, Lifetimes
 from keyturn.core.policy import NO_LIMIT, NoLimit, ReplayBudget, resolve
@@ -44,7 +44,13 @@ class EngineConfig:
     asks for it on the hot path, and resolving costs more than the rest of the rules."""
 
     def lifetimes_for(self, client: Client) -> Lifetimes:
-        return client.lifetimes.apply(self.lifetimes)
+        lifetimes = client.lifetimes.apply(self.lifetimes)
+        # A client row stored above the server's access-token lifetime (registration
+        # refuses one now: `core.registration.lifetimes_problem`) is clamped: the
+        # introspection bound, retired keys and the revocation feed follow the server's.
+        if lifetimes.access_token_ttl > self.lifetimes.access_token_ttl:
+            return replace(lifetimes, access_token_ttl=self.lifetimes.access_token_ttl)
+        return lifetimes
 
     def rotation_policy(self, client: Client) -> RotationPolicy:
         """The rules' policy for `client`: its registration over the server's defaults."""

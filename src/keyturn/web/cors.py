@@ -10,7 +10,9 @@ default), so a client registered or disabled is seen within that time.
   methods and the headers the API takes; from any other origin it gets 403 and no
   `Access-Control-*` header, so the browser never sends the request.
 - An actual request from a listed origin gets the origin and credentials back.
-- Never `*`: a wildcard cannot go with credentials, and would name no one.
+- Never `*`: a wildcard cannot go with credentials, and would name no one. Never
+  `null`, nor any origin that is not a serialized https (or loopback http) origin,
+  even one stored before registration refused them (`core.registration`).
 
 CORS only decides what a page of another origin may read; it is not the CSRF defence.
 A cookie-authenticated request still needs `X-Keyturn-CSRF: 1` and an `Origin` of its
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.core.errors import StoreUnavailable
 from keyturn.core.models import Client
+from keyturn.core.registration import origin_problem
 from keyturn.web.errors import NO_STORE, error_body
 
 log = logging.getLogger("keyturn.web")
@@ -62,8 +65,15 @@ class AllowedOrigins:
         async with self._lock:
             if not self._fresh():
                 clients = await load()
+                # A row stored before registration checked origins may hold `null` or
+                # `*`: never granted (`null` is sent by sandboxed frames and `data:`
+                # pages, so it names anyone).
                 self._origins = frozenset(
-                    origin for c in clients if c.enabled for origin in c.allowed_origins
+                    origin
+                    for c in clients
+                    if c.enabled
+                    for origin in c.allowed_origins
+                    if origin_problem(origin) is None
                 )
                 self._read_at = self._monotonic()
             return self._origins
