@@ -23,6 +23,7 @@ from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.dpop_proofs import DpopProofs
 from keyturn.service.ending import SessionEnding
 from keyturn.service.inspection import Inspection
+from keyturn.service.lockout import AccountLockout
 from keyturn.service.login import Login
 from keyturn.service.observed_store import ObservedStore, StoreObserver
 from keyturn.service.refresh import Refresher, RefreshObserver
@@ -203,7 +204,9 @@ async def open_engine(
     )
     await tokens.ensure_keys()
     ending = SessionEnding(store, the_clock, config)
-    sessions = Sessions(store, tokens, the_passwords, the_clock, ending)
+    sessions = Sessions(
+        store, tokens, the_passwords, the_clock, ending, AccountLockout(limiter, config)
+    )
     login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter, ending)
     clients = ClientAuthenticator(store, store, the_clock, limiter)
     outcomes = [o for o in observers if isinstance(o, RefreshObserver)]

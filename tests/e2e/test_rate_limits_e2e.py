@@ -1,5 +1,5 @@
-"""Rate limits over HTTP (RL rows): per account on login, per client on the token
-endpoint, shared between worker processes through Redis."""
+"""Rate limits over HTTP (RL rows): per account on login, per public client and
+address on the token endpoint, shared between worker processes through Redis."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_rl02_a_limited_refresh_is_429_and_rotates_nothing(
     env = {
         "KEYTURN_DATABASE_URL": url,
         "KEYTURN_SECRET_KEY": SECRET,
-        "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "3",
+        "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "3",
     }
     with running_server(env) as base:
         garbage = {
@@ -98,7 +98,7 @@ def test_rl02_a_limited_refresh_is_429_and_rotates_nothing(
         assert limited.status_code == 429
         assert "retry-after" in limited.headers
         assert limited.headers["cache-control"] == "no-store"
-    with running_server({**env, "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "100"}) as base:
+    with running_server({**env, "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "100"}) as base:
         # A fresh process, fresh counts: the token the limit refused is still live.
         ok = httpx.post(
             f"{base}/oauth/token",
@@ -114,7 +114,7 @@ def test_rl04_two_workers_share_the_limit_through_redis(
     env = {
         "KEYTURN_DATABASE_URL": url,
         "KEYTURN_SECRET_KEY": SECRET,
-        "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "4",
+        "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "4",
         "KEYTURN_REDIS_URL": redis_url,
     }
     with running_server(env, workers=2) as base:

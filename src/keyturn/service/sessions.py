@@ -13,6 +13,7 @@ from keyturn.core.ports import Clock, Store
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
 from keyturn.service.context import NO_CONTEXT, RequestContext
 from keyturn.service.ending import SessionEnding
+from keyturn.service.lockout import AccountLockout
 from keyturn.service.tokens import Tokens
 
 
@@ -24,8 +25,10 @@ class Sessions:
         passwords: Passwords,
         clock: Clock,
         ending: SessionEnding,
+        lockout: AccountLockout,
     ) -> None:
         self._store = store
+        self._lockout = lockout
         self._ending = ending
         self._tokens = tokens
         self._passwords = passwords
@@ -113,14 +116,29 @@ class Sessions:
         context: RequestContext = NO_CONTEXT,
     ) -> list[EndedSession]:
         """Change the password after checking the current one; ends every session of
-        the user but `keep` (the one making the change). Returns the ended sessions."""
+        the user but `keep` (the one making the change). Returns the ended sessions.
+
+        The check of the current password is a password guess like a login's: under the
+        same per-account lockout (`AccountLockout`, `RateLimited` while locked, even for
+        the right password), each failure counted and audited as a failed login."""
         if max(len(current_password), len(new_password)) > MAX_PASSWORD_LENGTH:
             raise InvalidRequest("The password is too long.")
         user = await self._store.get_user(user_id)
         if user is None or not user.enabled:
             raise LoginFailed
+        await self._lockout.check(user.username)
         ok = await asyncio.to_thread(self._passwords.verify, user.password_hash, current_password)
         if not ok:
+            await self._lockout.failed(user.username)
+            await self._store.record(
+                SecurityEvent(
+                    type=EventType.LOGIN_FAILED,
+                    at=self._clock.now(),
+                    user_id=user.id,
+                    reason="wrong_current_password",
+                    device=context.device,
+                )
+            )
             raise LoginFailed("The current password is wrong.")
         check_new_password(new_password, user.username)
         new_hash = await asyncio.to_thread(self._passwords.hash, new_password)

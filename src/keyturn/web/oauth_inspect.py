@@ -11,7 +11,7 @@ from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
 from keyturn.web.errors import NO_STORE
 from keyturn.web.forms import parse_form, read_limited
-from keyturn.web.limits import limit_client
+from keyturn.web.limits import admit_client
 from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
@@ -23,8 +23,9 @@ async def _authenticated(request: Request, engine: Engine) -> tuple[Client, dict
     form = parse_form(request.headers.get("content-type"), body)
     # RFC 7009 §2.1, RFC 7662 §2.1: the client is authenticated first.
     credentials = client_credentials(request.headers.get("authorization"), form)
-    await limit_client(engine, credentials.client_id)
-    return await engine.clients.authenticate(credentials), form
+    admission = await admit_client(engine, request, credentials)
+    async with admission.authenticating():
+        return await engine.clients.authenticate(credentials), form
 
 
 def _token(form: dict[str, str]) -> str:

@@ -7,11 +7,12 @@ from starlette.responses import Response
 
 from keyturn.core.errors import InvalidRequest, KeyturnError, UnsupportedGrantType
 from keyturn.core.scopes import parse_scope
+from keyturn.service.client_auth import ClientCredentials
 from keyturn.web.client_credentials import client_credentials
 from keyturn.web.context import request_context
 from keyturn.web.dpop import proof_key, with_nonce
 from keyturn.web.forms import parse_form, read_limited
-from keyturn.web.limits import limit_client
+from keyturn.web.limits import admit_client
 from keyturn.web.responses import token_response
 from keyturn.wiring import Engine
 
@@ -27,10 +28,24 @@ async def token(request: Request, engine: Engine) -> Response:
     if grant_type is None:
         raise InvalidRequest("The grant_type parameter is required.")
     credentials = client_credentials(request.headers.get("authorization"), form)
-    await limit_client(engine, credentials.client_id)
+    # Limits first, and only those this caller can spend (`web.limits`).
+    admission = await admit_client(engine, request, credentials)
     # RFC 9449 §5: the proof is checked first, nonce included, so that a refused proof
     # or a nonce challenge leaves the code or refresh token exactly as it was.
     key = await proof_key(request, engine)
+    async with admission.authenticating():
+        return await _grant(request, engine, form, grant_type, credentials, key)
+
+
+async def _grant(
+    request: Request,
+    engine: Engine,
+    form: dict[str, str],
+    grant_type: str,
+    credentials: ClientCredentials,
+    key: str | None,
+) -> Response:
+    """The grant, whose first step is the client's authentication."""
     refresh_token = form.get("refresh_token")
     if grant_type == "refresh_token" and refresh_token is not None:
         # The hot path: the client is read with the session, in one query.

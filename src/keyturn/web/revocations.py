@@ -15,7 +15,7 @@ from keyturn.core.errors import InvalidClient, InvalidRequest
 from keyturn.service.revocations import MAX_PAGE
 from keyturn.web.client_credentials import client_credentials
 from keyturn.web.errors import NO_STORE
-from keyturn.web.limits import limit_client
+from keyturn.web.limits import Work, admit_client
 from keyturn.web.responses import json_response
 from keyturn.wiring import Engine
 
@@ -27,8 +27,11 @@ async def revocations(request: Request, engine: Engine) -> Response:
     if header is None:
         raise InvalidClient("Authenticate with HTTP Basic.")
     credentials = client_credentials(header, {})
-    await limit_client(engine, credentials.client_id)
-    client = await engine.clients.authenticate(credentials)
+    # A count of its own, spent only once the resource server has authenticated: no
+    # caller without its secret can hold back the revocations its API must apply.
+    admission = await admit_client(engine, request, credentials, Work.FEED)
+    async with admission.authenticating():
+        client = await engine.clients.authenticate(credentials)
     query = request.query_params
     if set(query.keys()) - _PARAMETERS or any(len(query.getlist(k)) > 1 for k in query):
         raise InvalidRequest("Only since and limit, once each.")
