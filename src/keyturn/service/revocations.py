@@ -3,7 +3,9 @@ tokens locally and must stop honouring the still-unexpired ones of an ended sess
 
 A page lists sessions in `(revoked_at, id)` order after a cursor. Each item says when
 it may be forgotten: when the last access token of that session expires (its revocation
-plus the client's access-token lifetime, never past the session's absolute deadline).
+plus the client's access-token lifetime, never past the session's absolute deadline),
+plus the longest a verifier may still accept an expired token (`VERIFIER_LEEWAY`) and a
+margin for clocks.
 A revocation commits shortly after the time it carries, so a follower should re-read a
 few seconds behind its newest item (see `keyturn.verify.revocations`).
 """
@@ -26,6 +28,13 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]{0,64}")
 LONGEST_ACCESS_TOKEN = 24 * 3600
 """No access token lives longer than a day (the settings' bound), so a follower that
 starts from nothing needs the revocations of the last day only."""
+VERIFIER_LEEWAY = 60
+"""The largest leeway the verify kit allows (`keyturn.verify.verifier.MAX_LEEWAY`): a
+verifier may accept a token this long past its `exp` (RFC 7519 §4.1.4 permits "some
+small leeway"), so a revocation forgotten at `exp` would let the token back in."""
+FORGET_MARGIN = 10
+"""Seconds more still: the clocks of keyturn's hosts and of the verifiers differ."""
+_KEEP_PAST_EXPIRY = timedelta(seconds=VERIFIER_LEEWAY + FORGET_MARGIN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -76,7 +85,8 @@ class Revocations:
             raise InvalidRequest(f"limit is between 1 and {MAX_PAGE}.")
         now = self._clock.now()
         if cursor is None:
-            after, after_id = now - timedelta(seconds=LONGEST_ACCESS_TOKEN), ""
+            after = now - timedelta(seconds=LONGEST_ACCESS_TOKEN) - _KEEP_PAST_EXPIRY
+            after_id = ""
         else:
             after, after_id = decode_cursor(cursor)
         found = await self._store.list_revoked(after, after_id, limit + 1)
@@ -102,5 +112,5 @@ class Revocations:
             if client is not None
             else LONGEST_ACCESS_TOKEN
         )
-        forget = min(revoked_at + timedelta(seconds=ttl), session.absolute_expires_at)
-        return Revoked(session.id, revoked_at, forget)
+        last_expiry = min(revoked_at + timedelta(seconds=ttl), session.absolute_expires_at)
+        return Revoked(session.id, revoked_at, last_expiry + _KEEP_PAST_EXPIRY)

@@ -31,6 +31,8 @@ import redis
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from keyturn.verify.verifier import MAX_LEEWAY
+
 log = logging.getLogger("keyturn.verify")
 
 FEED_PATH = "/auth/revocations"
@@ -56,11 +58,19 @@ class RevocationFeed:
         redis_url: str | None = None,
         channel: str = CHANNEL,
         max_token_lifetime: float = 86_400,
+        leeway: float = MAX_LEEWAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`max_token_lifetime` is how long an announcement on Redis is remembered
         (it does not say when the session's last access token expires; the HTTP feed
-        does, and its answer replaces this guess once polled)."""
+        does, and its answer replaces this guess once polled).
+
+        `leeway` is the largest leeway of the verifiers that ask `revoked` (at most
+        `MAX_LEEWAY`, the default): every entry is kept that long past the time the feed
+        says it may be forgotten, since a verifier accepts a token that long past its
+        `exp`. The server already allows for it; this holds with any server."""
+        if leeway < 0:
+            raise ValueError("leeway cannot be negative")
         self._url = issuer.rstrip("/") + FEED_PATH
         self._redis_url = redis_url
         self._channel = channel
@@ -70,7 +80,10 @@ class RevocationFeed:
         self._overlap = overlap
         self._timeout = timeout
         self._clock = clock
+        self._leeway = leeway
         self._forget_after: dict[str, float] = {}
+        """When each revoked session may be forgotten: never before its last access
+        token's `exp` plus any leeway a verifier could apply."""
         self._since: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -125,7 +138,7 @@ class RevocationFeed:
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         for item in body["revocations"]:
-            sid, forget = str(item["sid"]), float(item["forget_after"])
+            sid, forget = str(item["sid"]), float(item["forget_after"]) + self._leeway
             self._forget_after[sid] = forget  # the feed knows exactly; it replaces a guess
             revoked_at = float(item["revoked_at"])
             newest = revoked_at if newest is None else max(newest, revoked_at)
@@ -133,7 +146,7 @@ class RevocationFeed:
 
     def _announced(self, data: bytes | str) -> None:
         message = json.loads(data)
-        forget = float(message["revoked_at"]) + self._max_token_lifetime
+        forget = float(message["revoked_at"]) + self._max_token_lifetime + self._leeway
         for sid in message["sids"]:
             self._forget_after.setdefault(str(sid), forget)
         self.announcements += 1

@@ -19,6 +19,10 @@ from keyturn.crypto.access_tokens import verify as verify_jwt
 from keyturn.verify.keyset import KeySet, max_age
 
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+MAX_LEEWAY = 60
+"""The most clock leeway a `Verifier` takes, in seconds. keyturn's revocation feed keeps
+a revoked session listed this long past its last token's `exp` (and a little more), so
+no leeway the kit allows lets a revoked session's token back in."""
 
 
 class TokenRejected(Exception):
@@ -68,6 +72,7 @@ class Verifier:
 
     `revoked`, if given, is asked about the token's `sid` on every call (a local set,
     such as `keyturn.verify.revocations.RevocationFeed.revoked`): never a network call.
+    `leeway` (at most `MAX_LEEWAY`) is how far `exp`, `nbf` and `iat` may be off.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class Verifier:
         async_http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not 0 <= leeway <= MAX_LEEWAY:
+            raise ValueError(f"leeway is between 0 and {MAX_LEEWAY} seconds")
         self.issuer = issuer
         self.audience = audience
         self._leeway = leeway
