@@ -9,6 +9,7 @@ documentation: `docs/configuration.md` is generated from them.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Self
@@ -238,6 +239,50 @@ class Settings(BaseSettings):
         "is reachable by the scraper alone (or `/metrics` is blocked at the proxy). Cannot "
         "be combined with `KEYTURN_METRICS_TOKEN`.",
     )
+    http_max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
+        16 * 1024,
+        description="The most bytes a request's line and headers may take. A request "
+        "whose header block grows past it before it is complete is answered `431 Request "
+        "Header Fields Too Large` and its connection closed, so unfinished headers cannot "
+        "hold memory. keyturn's own requests need a few KiB (a DPoP proof and a JWT are "
+        "about one each).",
+    )
+    http_header_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0,
+        description="Seconds from a request's first byte until its headers must be "
+        "complete; a slower request is answered `408 Request Timeout` and its connection "
+        "closed (a connection held open by a trickle of header bytes costs a slot).",
+    )
+    http_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0,
+        description="Seconds a new connection may stay open without sending a byte "
+        "before it is closed. Between requests on a kept-alive connection uvicorn's own "
+        "keep-alive timeout (5 s) applies.",
+    )
+    http_max_concurrency: Annotated[int, Field(ge=1)] = Field(
+        1000,
+        description="The most connections and requests in progress in each worker "
+        "process; a request beyond it is answered `503` `temporarily_unavailable` with "
+        "`Retry-After` and its connection closed.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="The addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `::1`; "
+        "separated by commas or spaces) of the reverse proxies in front of keyturn. A "
+        "request from one of them is taken to come from the address its "
+        "`X-Forwarded-For` names (the last one not itself a trusted proxy), so the "
+        "per-address limits and the audit trail see the real client. Empty (the "
+        "default), those headers are ignored: any client could write them. `*` trusts "
+        "every peer: only when nothing but the proxy can reach the port.",
+    )
+    ssl_certfile: Path | None = Field(
+        None,
+        description="Serve HTTPS directly with this PEM certificate (chain) file; "
+        "needs `ssl_keyfile`. Or leave TLS to a proxy in front (docs/deployment.md).",
+    )
+    ssl_keyfile: Path | None = Field(
+        None, description="The PEM private key of `ssl_certfile`."
+    )
 
     dpop_algorithms: str = Field(
         "ES256 EdDSA RS256 PS256",
@@ -294,6 +339,9 @@ class Settings(BaseSettings):
             raise ValueError("database_url must start with sqlite:, postgresql: or memory:")
         if self.metrics_public and self.metrics_token is not None:
             raise ValueError("metrics_public and metrics_token cannot both be set")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+        self.trusted_proxy_list  # noqa: B018 - raises on an entry that is not an address
         algorithms = self.dpop_algorithm_list
         unknown = [alg for alg in algorithms if alg not in DPOP_ALGORITHMS]
         if unknown or not algorithms:
@@ -302,6 +350,27 @@ class Settings(BaseSettings):
                 f"not {', '.join(unknown) or 'none at all'}"
             )
         return self
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as uvicorn's `forwarded_allow_ips`: each entry an address
+        or a network, or `*`."""
+        entries = self.trusted_proxies.replace(",", " ").split()
+        if "*" in entries:
+            return ["*"]
+        trusted: list[str] = []
+        for entry in entries:
+            try:
+                # Normalised: uvicorn reads `10.0.0.5/8`, with host bits, as no network.
+                if "/" in entry:
+                    trusted.append(str(ipaddress.ip_network(entry, strict=False)))
+                else:
+                    trusted.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network"
+                ) from None
+        return trusted
 
     @property
     def dpop_algorithm_list(self) -> tuple[str, ...]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, cast
 
 import click
 import uvicorn
@@ -16,7 +19,7 @@ from keyturn.observability.logs import configure_logging
 from keyturn.observability.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from keyturn.service.demo import DemoSetup, origin_of, set_up_demo
 from keyturn.settings import Settings
-from keyturn.web.http_protocol import OneWriteHttpToolsProtocol
+from keyturn.web.http_protocol import HttpLimits, OneWriteHttpToolsProtocol
 from keyturn.wiring import SystemClock, SystemRandomness, migrate, open_engine
 
 APP = "keyturn.web.app:app_from_environment"
@@ -33,16 +36,40 @@ DEMO_APP = "keyturn.web.app:demo_app_from_environment"
     help="Seed a user `demo` (a new password, printed once) and the browser client "
     "`demo-web`, and serve the demo page at /.",
 )
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this PEM certificate (else KEYTURN_SSL_CERTFILE); needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's PEM private key (else KEYTURN_SSL_KEYFILE).",
+)
 @common
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) -> None:
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    demo: bool,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+) -> None:
     """Run the server; creates or migrates the schema first."""
-    settings = settings_for(ctx)
+    tls: dict[str, Any] = {}
+    if ssl_certfile is not None:
+        tls["ssl_certfile"] = ssl_certfile
+    if ssl_keyfile is not None:
+        tls["ssl_keyfile"] = ssl_keyfile
+    settings = settings_for(ctx, **tls)
     if demo and "issuer" not in settings.model_fields_set:
         # The page's origin must be the demo client's allowed origin, and its refresh
         # cookie is Secure: over plain http, browsers keep one only for a potentially
         # trustworthy origin such as localhost.
-        settings = settings_for(ctx, issuer=f"http://localhost:{port}")
+        scheme = "https" if settings.ssl_certfile else "http"
+        settings = settings_for(ctx, issuer=f"{scheme}://localhost:{port}", **tls)
     configure_logging(settings)
     setup = prepared(settings, demo=demo)
     if setup is not None:
@@ -51,9 +78,21 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) ->
     os.environ["KEYTURN_DATABASE_URL"] = settings.database_url
     if demo:
         os.environ["KEYTURN_ISSUER"] = settings.issuer
-    click.echo(f"keyturn serving {settings.issuer} on http://{host}:{port} ({workers} worker(s))")
+    scheme = "https" if settings.ssl_certfile else "http"
+    click.echo(
+        f"keyturn serving {settings.issuer} on {scheme}://{host}:{port} ({workers} worker(s))"
+    )
     # Before any worker starts: their metrics go to files that every worker's scrape adds up.
     metrics_dir = prepare_multiprocess_dir(workers)
+    trusted = settings.trusted_proxy_list
+    protocol = functools.partial(
+        OneWriteHttpToolsProtocol,
+        limits=HttpLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout=settings.http_header_timeout,
+            idle_timeout=settings.http_idle_timeout,
+        ),
+    )
     try:
         uvicorn.run(
             DEMO_APP if demo else APP,
@@ -68,10 +107,18 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, demo: bool) ->
             log_level="warning",
             # No handlers of uvicorn's own: its records go to keyturn's (JSON, redacted).
             log_config=None,
-            proxy_headers=False,
+            # X-Forwarded-For and -Proto are believed from the configured proxies only
+            # (H-08): from anyone else they are the client's word, and would let it pick
+            # the address its limits and audit rows are kept under.
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
             server_header=False,
-            # httptools, writing each response in one piece rather than two.
-            http=OneWriteHttpToolsProtocol,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            # httptools, writing each response in one piece rather than two, with the
+            # header, timeout and concurrency limits uvicorn's lacks (H-05).
+            http=cast("type[asyncio.Protocol]", protocol),
+            limit_concurrency=settings.http_max_concurrency,
         )
     finally:
         remove_multiprocess_dir(metrics_dir)
