@@ -33,6 +33,7 @@ from keyturn.service.timeline import SessionTimelines
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
 from keyturn.storage import open_store, upgrade
+from keyturn.storage.clocks import deployment_clock
 from keyturn.storage.dpop_replay import MemoryProofReplayCache, RedisProofReplayCache
 from keyturn.storage.limits import MemoryLimiter, RedisLimiter
 from keyturn.storage.revocation_channel import RedisRevocationChannel
@@ -167,7 +168,6 @@ async def open_engine(
     """Open the store and build the use cases. The schema must exist (`migrate`);
     missing keys are created."""
     config = engine_config(settings)
-    the_clock = clock or SystemClock()
     randomness = SystemRandomness()
     stored = await open_store(
         settings.database_url,
@@ -175,6 +175,9 @@ async def open_engine(
         pool_size=settings.db_pool_size,
         schema=schema or settings.db_schema,
     )
+    # One clock for every rule (H-18, H-19): the database's on PostgreSQL, whatever
+    # each host's own says; the host's, held steady across a step, on one host.
+    the_clock = clock or deployment_clock(stored)
     channel = RedisRevocationChannel(settings.redis_url) if settings.redis_url else None
     store: Store = ObservedStore(stored, [*observers, *([channel] if channel else [])])
     the_passwords = passwords or Passwords()

@@ -14,12 +14,19 @@ from typing import assert_never
 
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client, RevocationReason, RotationAttempt, Session, User
-from keyturn.core.policy import NO_LIMIT, NoLimit, ReplayBudget, ReplayLog
+from keyturn.core.policy import DEFAULT_BUDGET, NO_LIMIT, NoLimit, ReplayBudget, ReplayLog
 from keyturn.core.scopes import Scope, narrow
 
 CONCURRENT_SECONDS = 5
 """A replay this soon after the rotation it follows is one of several presentations at
 once (tabs, a fan-out); later, a client that never received its successor."""
+
+CLOCK_TOLERANCE = timedelta(seconds=1)
+"""How far two readings of the deployment's clock may disagree and still be one instant
+(two processes, each reading the database's clock without a round trip). A presentation
+that reads this much or less before the rotation it follows came at the same moment; one
+that reads further before it means the clock was stepped back (H-19): how long ago the
+rotation was is then unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,9 @@ class Refusal(enum.StrEnum):
     FUTURE_GENERATION = "future_generation"
     SCOPE_TOO_WIDE = "scope_too_wide"
     ALREADY_REVOKED = "already_revoked"
+    CLOCK_STEPPED_BACK = "clock_stepped_back"
+    """The parent presented again while the clock reads before its rotation, once
+    already answered so: how long ago the rotation was is unknown (H-19)."""
 
 
 class RefreshOutcome(enum.StrEnum):
@@ -101,6 +111,8 @@ class RefreshOutcome(enum.StrEnum):
     FOREIGN_CLIENT = "foreign_client"
     FUTURE_GENERATION = "future_generation"
     SCOPE_TOO_WIDE = "scope_too_wide"
+    CLOCK_STEPPED_BACK = "clock_stepped_back"
+    """The parent again, under a clock stepped back past its rotation, after one answer."""
     INVALID_TOKEN = "invalid_token"
     """Not a token of ours: prefix, checksum, MAC, unknown session or salt."""
 
@@ -237,7 +249,8 @@ def _older(
     if scope is None:
         return Refuse(Refusal.SCOPE_TOO_WIDE)
     rotated_at = session.rotated_at or now  # never None here: is_reuse would have held
-    soon = now - rotated_at <= timedelta(seconds=CONCURRENT_SECONDS)
+    stepped_back = _stepped_back(rotated_at, now)
+    soon = not stepped_back and now - rotated_at <= timedelta(seconds=CONCURRENT_SECONDS)
     if soon and presented_ip is not None and presented_ip == session.rotated_ip:
         # Tabs, a server-side fan-out, processes of one agent: the same device presents
         # the parent within seconds of its own rotation, from the address that rotated.
@@ -249,6 +262,15 @@ def _older(
     # a response replays on a few. Past the budget, the replays are the thief's.
     log = session.replays.with_replay(p)
     budget = policy.replay_budget
+    if stepped_back:
+        # H-19. The clock reads before the rotation: it cannot tell a retry a second
+        # after a step back from a replay an hour late. The parent is answered once,
+        # counted; presented again it is refused, the session left live. A client
+        # without a budget of its own is held to the default one meanwhile.
+        if log == session.replays:
+            return Refuse(Refusal.CLOCK_STEPPED_BACK)
+        if not isinstance(budget, ReplayBudget):
+            budget = DEFAULT_BUDGET
     if isinstance(budget, ReplayBudget) and log.count(current, budget.of) > budget.replays:
         return Revoke(RevocationReason.REPLAY_BUDGET_EXCEEDED)
     outcome = RefreshOutcome.REPLAYED_CONCURRENT if soon else RefreshOutcome.REPLAYED_LOST_RESPONSE
@@ -277,6 +299,7 @@ _REFUSALS = {
     Refusal.FUTURE_GENERATION: RefreshOutcome.FUTURE_GENERATION,
     Refusal.SCOPE_TOO_WIDE: RefreshOutcome.SCOPE_TOO_WIDE,
     Refusal.ALREADY_REVOKED: RefreshOutcome.SESSION_ENDED,
+    Refusal.CLOCK_STEPPED_BACK: RefreshOutcome.CLOCK_STEPPED_BACK,
 }
 
 
@@ -294,13 +317,25 @@ def is_reuse(session: Session, generation: int, policy: RotationPolicy, now: dat
 
 
 def _within_window(session: Session, policy: RotationPolicy, now: datetime) -> bool:
+    """Whether the window after the rotation may still be open: surely inside it, or,
+    with the clock stepped back past the rotation, not known to be outside it."""
     if session.rotated_at is None:
         return False
     if isinstance(policy.retry_window, NoLimit):
         return True
     if policy.retry_window == 0:
         return False
+    # H-19: a clock stepped back makes `now - rotated_at` negative, which is no time
+    # inside the window. It is not proof of a late replay either (a retry a second after
+    # the step reads the same), so it is left to `_older`, which answers it once and
+    # counts it: never free, never an hour of answers, never a session ended for it.
     return now - session.rotated_at <= timedelta(seconds=policy.retry_window)
+
+
+def _stepped_back(rotated_at: datetime, now: datetime) -> bool:
+    """Whether `now` reads further before `rotated_at` than two readings of one clock
+    can disagree: the clock was stepped back since the rotation."""
+    return now - rotated_at < -CLOCK_TOLERANCE
 
 
 def attempt_holds(

@@ -66,6 +66,7 @@ from keyturn.core.models import (
 from keyturn.core.policy import ReplayLog, RotationSettings
 from keyturn.storage import rows
 from keyturn.storage.batching import TurnBatcher
+from keyturn.storage.clocks import DatabaseClock
 from keyturn.storage.postgres_errors import connection_lost, may_repeat, translate
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ moved AS (
       AND c.id = a.client_id AND c.enabled AND c.secret_hash IS NOT DISTINCT FROM a.secret_hash
     RETURNING a.n AS m_n, {_MOVED_AS}
 )
-SELECT {_PRE_UNLESS_MOVED}, moved.*
+SELECT {_PRE_UNLESS_MOVED}, moved.*, clock_timestamp() AS db_now
 FROM attempt
 LEFT JOIN pre ON pre.n = attempt.n
 LEFT JOIN moved ON moved.m_n = attempt.n
@@ -420,6 +421,8 @@ class PostgresStore:
         self._attempts: TurnBatcher[RotationAttempt, asyncpg.Record] = TurnBatcher(
             self._attempt_all, _MAX_BATCH
         )
+        self.clock = DatabaseClock()
+        """The deployment's one clock (H-18): the database's, sampled from answers."""
 
     # Plumbing
 
@@ -460,6 +463,7 @@ class PostgresStore:
                         command_timeout=2 * self._timeout,
                         server_settings=self._server_settings(),
                         reset=_keep_session_state,
+                        init=self._first_sample,
                     ),
                     2 * self._timeout,
                 )
@@ -512,6 +516,14 @@ class PostgresStore:
         with contextlib.suppress(Exception):
             # No timeout: the reset it runs is keyturn's no-op, with no round trip.
             await pool.release(conn)
+
+    async def _first_sample(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        """A new connection's first statement: the database's clock, so that a process
+        reads it from its first decision (one round trip per connection, none per use)."""
+        self._sample(await conn.fetchval("SELECT clock_timestamp()"))
+
+    def _sample(self, database_time: Any) -> None:
+        self.clock.sample(from_db(database_time), self.clock.steady())
 
     async def _tx(self, work: Work[T]) -> T:
         async def in_transaction(conn: Conn) -> T:
@@ -751,6 +763,9 @@ class PostgresStore:
         )
         # A write: never repeated (a second try could misreport a rotation it won).
         found: list[asyncpg.Record] = await self._run(lambda conn: conn.fetch(_ATTEMPTS, *args))
+        if found:
+            # The hot path's one extra column keeps this host on the database's clock.
+            self._sample(found[0]["db_now"])
         return found
 
     async def advance_generation(
@@ -963,7 +978,10 @@ class PostgresStore:
     # Life cycle
 
     async def ping(self) -> None:
-        await self._one("SELECT 1")
+        # The readiness probe keeps an otherwise idle host on the database's clock.
+        row = await self._one("SELECT clock_timestamp() AS db_now")
+        if row is not None:
+            self._sample(row["db_now"])
 
     async def close(self) -> None:
         """Close the pool; every later operation raises `StoreUnavailable`."""
