@@ -36,6 +36,7 @@ AUTHORIZATION_PARAMETERS = (
     "state",
     "code_challenge",
     "code_challenge_method",
+    "response_mode",
 )
 MAX_STATE_LENGTH = 2048
 MAX_PARAMETER_LENGTH = 4096
@@ -207,6 +208,12 @@ def _check(params: Params, client: Client) -> Scope:
         raise InvalidRequest("The response_type parameter is required.")
     if response_type != "code":
         raise UnsupportedResponseType
+    # OAuth 2.0 Multiple Response Type Encoding Practices §2.1: the code goes back in
+    # the query, `code`'s default mode. A client that asked for `form_post`,
+    # `fragment` or a JARM mode would look for it elsewhere and miss it, so it is told
+    # (in the query, the one mode it will be answered in).
+    if single(params, "response_mode") not in (None, "query"):
+        raise InvalidRequest("Unsupported response_mode: only query is supported.")
     if GrantType.AUTHORIZATION_CODE not in client.grant_types:
         raise UnauthorizedClient("This client may not use the authorization code grant.")
     challenge = single(params, "code_challenge")

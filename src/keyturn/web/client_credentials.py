@@ -17,6 +17,7 @@ from urllib.parse import unquote_plus
 
 from keyturn.core.errors import InvalidClient, InvalidRequest
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.web.errors import UnsupportedAuthScheme
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 MAX_AUTHORIZATION = 1024
@@ -40,7 +41,7 @@ def from_basic(header: str) -> tuple[str, str]:
         raise InvalidRequest("The Authorization header is too long.")
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise InvalidClient("Unsupported client authentication scheme.")
+        raise UnsupportedAuthScheme(detail=f"Authorization scheme {scheme[:20]!r}")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):

@@ -68,6 +68,14 @@ class ResourceNonceRequired(UseDpopNonce):
 
 STATUS[ResourceProofRefused] = 401
 STATUS[ResourceNonceRequired] = 401
+
+
+class UnsupportedAuthScheme(errors.InvalidClient):
+    """An Authorization header in a scheme other than Basic where client credentials
+    are read: 401 `invalid_client` with a Basic challenge, the one header scheme a
+    client can authenticate with here (RFC 6749 §5.2)."""
+
+    default_public = "Unsupported client authentication scheme: use Basic."
 # RFC 6750 §3.1: a good token without the scope the resource needs.
 STATUS[InsufficientScope] = 403
 
@@ -114,9 +122,12 @@ def to_response(error: errors.KeyturnError, *, basic_auth_used: bool = False) ->
     """The HTTP answer to a domain error."""
     status = next(STATUS[kind] for kind in type(error).__mro__ if kind in STATUS)
     headers = {"Content-Type": "application/json", **NO_STORE}
-    if isinstance(error, errors.InvalidClient) and basic_auth_used:
+    if isinstance(error, errors.InvalidClient) and (
+        basic_auth_used or isinstance(error, UnsupportedAuthScheme)
+    ):
         # RFC 6749 §5.2: a failed Authorization-header authentication MUST get 401
-        # with a WWW-Authenticate of the scheme the client used.
+        # with a WWW-Authenticate of the scheme the client used; for a scheme keyturn
+        # does not take (Bearer, Digest...), the challenge names the one it does.
         headers["WWW-Authenticate"] = 'Basic realm="keyturn", charset="UTF-8"'
     if isinstance(error, errors.InvalidToken | InsufficientScope):
         # RFC 6750 §3: the challenge names the scheme and the error.

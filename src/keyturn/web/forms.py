@@ -80,7 +80,12 @@ def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
 
 def parse_params(raw: bytes) -> dict[str, list[str]]:
     """URL-encoded parameters (a query or a form body) with every value each was given,
-    so a repeat can be told apart; refuses what is not UTF-8 or holds a NUL."""
+    so a repeat can be told apart; refuses what is not UTF-8 or holds a NUL, and more
+    than `MAX_FIELDS` parameters."""
+    # parse_qsl's own count (separators + 1) raises a ValueError that reads like bad
+    # encoding: counted first, so the refusal says what is wrong.
+    if raw.count(b"&") + 1 > MAX_FIELDS:
+        raise InvalidRequest(f"Too many parameters: at most {MAX_FIELDS} are accepted.")
     try:
         pairs = parse_qsl(
             raw.decode("ascii"),
