@@ -286,7 +286,12 @@ def _token() -> Schema:
             "summary": "Token endpoint (RFC 6749 §3.2, §4.1.3, §4.4, §6)",
             "description": "Form-encoded only; parameters in the URL are refused. Client "
             "authentication: `client_secret_basic` (RFC 6749 §2.3.1 encoding), "
-            "`client_secret_post`, or `none` with `client_id` for public clients.",
+            "`client_secret_post`, or `none` with `client_id` for public clients. "
+            "The access token is an RFC 9068 JWT (`iss sub aud exp iat jti client_id "
+            "scope`, and `sid` for a user's session). Its `sub` tells a user from a "
+            "client (RFC 9068 §5): a user's token carries the user's id, always a UUID; "
+            "a `client_credentials` token carries the client's own id, equal to "
+            "`client_id`, never a UUID (registration refuses one), and has no `sid`.",
             "security": [{}, {"clientBasic": []}],
             "parameters": [DPOP_PARAMETER],
             "requestBody": _form_body(
@@ -355,7 +360,12 @@ INTROSPECTION: Schema = {
                 "token_type": {"enum": ["refresh_token", "Bearer", "DPoP"]},
                 "scope": {"type": "string"},
                 "client_id": {"type": "string"},
-                "sub": {"type": "string"},
+                "sub": {
+                    "type": "string",
+                    "description": "A user's token: the user's id, always a UUID. A "
+                    "client-credentials token: the client's id, equal to `client_id`, "
+                    "never a UUID (registration refuses one), and no `sid` (RFC 9068 §5).",
+                },
                 "exp": {"type": "integer"},
                 "iat": {"type": "integer"},
                 "iss": {"type": "string"},
