@@ -108,6 +108,7 @@ def keyturn(spec: Spec, n: int, folder: Path, *, sessions: int | None = None) ->
             "KEYTURN_ISSUER": base,
             "KEYTURN_GRACE_SECONDS": "10",
             "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "100000000",
+            "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "100000000",
         }
         if target.schema:
             env["KEYTURN_DB_SCHEMA"] = target.schema

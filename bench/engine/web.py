@@ -140,7 +140,9 @@ async def _round(
 
 
 async def measure(target: Target, rounds: int, seconds: float) -> dict[str, Any]:
-    settings = target.settings(token_requests_per_minute=10**9)
+    settings = target.settings(
+        token_requests_per_minute=10**9, public_client_requests_per_minute=10**9
+    )
     engine = await open_engine(settings, schema=target.schema)
     try:
         rng = random.Random(11)

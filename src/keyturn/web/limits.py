@@ -88,17 +88,16 @@ def _buckets(
     """The failure bucket of this id at this address, and the one its work spends."""
     settings = engine.settings
     client_id = credentials.client_id[:MAX_CLIENT_ID_LENGTH]
-    failures = Bucket(
-        f"client-failures:{client_id}:{address}", settings.client_auth_failures_per_minute
-    )
+    # The id's length first: an id is the caller's choice and an IPv6 address holds
+    # colons, so without it one caller's (id, address) could spell another's key.
+    pair = f"{len(client_id)}:{client_id}:{address}"
+    failures = Bucket(f"client-failures:{pair}", settings.client_auth_failures_per_minute)
     if work is Work.FEED:
         return failures, Bucket(f"feed:{client_id}", settings.revocation_feed_requests_per_minute)
     if credentials.secret is None:
         # A public client, or a confidential one without its secret (which fails): the
         # id proves nothing, so the count is this address's.
-        return failures, Bucket(
-            f"public:{client_id}:{address}", settings.public_client_requests_per_minute
-        )
+        return failures, Bucket(f"public:{pair}", settings.public_client_requests_per_minute)
     return failures, Bucket(f"client:{client_id}", settings.token_requests_per_minute)
 
 
