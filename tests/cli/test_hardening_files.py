@@ -20,7 +20,7 @@ import pytest
 from support.databases import drop_pg_schema
 from support.server import server_process
 
-SECRET = "h13-master-secret-" + "x" * 30
+SECRET = "h13-master-secret-Cw2x5J6WC31n5TWkyjxE91H-_qGiACQEpjjbbAbP_z4"
 
 
 def mode(path: Path) -> int:

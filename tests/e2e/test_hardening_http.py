@@ -436,6 +436,19 @@ def test_h08_tls_serves(tmp_path: Path, how: str) -> None:
             httpx.get(base.replace("https://", "http://") + "/healthz", timeout=5)
 
 
+def test_h05_oversized_header_over_tls_gets_431_and_close(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    args = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    with tls_server(tmp_path, args, {"KEYTURN_HTTP_MAX_HEADER_BYTES": str(MAX_HEADER)}) as base:
+        trust = ssl.create_default_context(cafile=str(cert))
+        port = int(base.rsplit(":", 1)[1])
+        with trust.wrap_socket(connect(port), server_hostname="127.0.0.1") as sock:
+            send_quietly(sock, get("/healthz", b"X-Big: " + b"a" * (4 * MAX_HEADER)))
+            response, closed = read_until_closed(sock)
+    assert status_of(response) == 431, response[:200]
+    assert closed
+
+
 def test_h08_tls_needs_both_files(tmp_path: Path) -> None:
     cert, _ = self_signed(tmp_path)
     done = subprocess.run(

@@ -102,7 +102,9 @@ class HttpLimits:
 
 
 def _error_json(code: str, description: str) -> bytes:
-    return json.dumps({"error": code, "error_description": description}).encode()
+    return json.dumps(
+        {"error": code, "error_description": description}, separators=(",", ":")
+    ).encode()
 
 
 _REFUSALS = {
@@ -258,8 +260,6 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             transport.write(b"".join(head) + body)
         # Otherwise a response to an earlier pipelined request is being written: no
         # answer can be put after it in order, so the connection just ends.
-        if transport.can_write_eof():
+        if transport.can_write_eof():  # TCP; TLS has no half-close, the client reads on
             transport.write_eof()
-            self.loop.call_later(LINGER_SECONDS, transport.close)
-        else:
-            transport.close()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
