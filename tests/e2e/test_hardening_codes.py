@@ -134,6 +134,19 @@ def test_h07_own_client_within_the_bound_ends_the_session(
     assert_error(refresh(server, issued["refresh_token"]), 400, "invalid_grant")
 
 
+@pytest.mark.parametrize("verifier", [None, "wrong-" + "v" * 50])
+def test_h07_own_client_id_without_the_verifier_ends_nothing(
+    server: Server, http: httpx.Client, verifier: str | None
+) -> None:
+    code, right, _ = a_code(server, http, "app")
+    issued = exchange_as(server, "app", code, right)
+    assert issued.status_code == 200, issued.text
+    # A public client's id is no secret: whoever saw the code in passing can send it,
+    # but not the PKCE verifier the real client (or a thief who redeemed it) holds.
+    assert_error(exchange(server, code, verifier), 400, "invalid_grant")
+    assert_session_lives(server, "app", issued.json())
+
+
 def test_h07_own_client_after_the_bound_ends_nothing(server: Server, http: httpx.Client) -> None:
     code, verifier, issued_at = a_code(server, http, "web")
     issued = exchange_as(server, "web", code, verifier)

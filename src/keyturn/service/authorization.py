@@ -127,10 +127,10 @@ class Authorization:
         `client` is already authenticated. Every refusal is `invalid_grant`, and every
         refusal of an unused code burns it: a code is presented successfully once or
         never. A used code presented again ends the session it opened only when its own
-        client presents it before it expires; otherwise nothing changes and nothing is
-        recorded (`core.codes.replay_ends_session`). `key_thumbprint`, the key of the
-        request's verified DPoP proof, binds the access token and, for a public client,
-        the session (RFC 9449 §5).
+        client presents it, with its verifier, before it expires; otherwise nothing
+        changes and nothing is recorded (`core.codes.replay_ends_session`).
+        `key_thumbprint`, the key of the request's verified DPoP proof, binds the access
+        token and, for a public client, the session (RFC 9449 §5).
         """
         if GrantType.AUTHORIZATION_CODE not in client.grant_types:
             raise UnauthorizedClient("This client may not use the authorization code grant.")
@@ -147,11 +147,13 @@ class Authorization:
             raise InvalidGrant(detail="unknown authorization code")
         now = self._clock.now()
         if found.used:
-            if replay_ends_session(found, client.id, now):
+            proven = verifier_matches(code_verifier, found.code_challenge)
+            if replay_ends_session(found, client.id, proven, now):
                 await self._end_what_it_issued(found, context)
                 raise InvalidGrant(detail="authorization code used again")
-            # Another client's, or after its expiry: no race for the code, so nothing
-            # to revoke and nothing to record (`core.codes.replay_ends_session`).
+            # Another client's, after its expiry or without its verifier: no race for
+            # the code, so nothing to revoke and nothing to record
+            # (`core.codes.replay_ends_session`).
             raise InvalidGrant(detail="used authorization code presented too late or elsewhere")
         refusal = self._refusal(found, client, redirect_uri, code_verifier, now)
         if refusal is not None:
@@ -202,7 +204,8 @@ class Authorization:
         if not won:
             # Two presentations raced and the other one won: this is the second use.
             again = await self._store.get_authorization_code(key)
-            if again is not None and replay_ends_session(again, client.id, now):
+            # This presentation passed `_refusal`, so its verifier is the code's.
+            if again is not None and replay_ends_session(again, client.id, True, now):
                 await self._end_what_it_issued(again, context)
             raise InvalidGrant(detail="authorization code used concurrently")
         return await issue_for_session(

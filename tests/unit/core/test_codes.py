@@ -36,23 +36,25 @@ def user(password_changed_at: datetime) -> User:
 
 
 def test_h07_own_client_before_expiry_ends_the_session() -> None:
-    assert replay_ends_session(code(), APP, T0 + timedelta(seconds=59))
+    assert replay_ends_session(code(), APP, True, T0 + timedelta(seconds=59))
 
 
 @pytest.mark.parametrize(
-    ("client_id", "after", "used"),
+    ("client_id", "verifier", "after", "used"),
     [
-        (ClientId("web"), 2, True),  # another client, within the lifetime
-        (APP, 60, True),  # its own client, at expiry
-        (APP, 3 * 86400, True),  # days later
-        (ClientId("web"), 3 * 86400, True),
-        (APP, 2, False),  # never used: nothing to replay
+        (ClientId("web"), True, 2, True),  # another client, within the lifetime
+        (APP, False, 2, True),  # its own client's id, without the verifier
+        (APP, True, 60, True),  # its own client, at expiry
+        (APP, True, 3 * 86400, True),  # days later
+        (ClientId("web"), True, 3 * 86400, True),
+        (APP, True, 2, False),  # never used: nothing to replay
     ],
 )
 def test_h07_every_other_presentation_ends_nothing(
-    client_id: ClientId, after: int, used: bool
+    client_id: ClientId, verifier: bool, after: int, used: bool
 ) -> None:
-    assert not replay_ends_session(code(used=used), client_id, T0 + timedelta(seconds=after))
+    at = T0 + timedelta(seconds=after)
+    assert not replay_ends_session(code(used=used), client_id, verifier, at)
 
 
 def test_h14_a_password_changed_after_sign_in_refuses_the_code() -> None:
