@@ -47,7 +47,11 @@ def http() -> Iterator[httpx.Client]:
 
 
 def a_code(
-    server: Server, http: httpx.Client, client_id: str, username: str = "alice"
+    server: Server,
+    http: httpx.Client,
+    client_id: str,
+    username: str = "alice",
+    password: str = PASSWORD,
 ) -> tuple[str, str, float]:
     """A fresh code of `client_id` for `username`: `(code, verifier, issued_at)`, the
     last a monotonic time taken just before the sign-in."""
@@ -56,7 +60,7 @@ def a_code(
     if client_id == "web":
         params["redirect_uri"] = None  # its only one: the token request may omit it
     started = time.monotonic()
-    answer = sign_in(http, authorize_url(server, pkce, **params), username, PASSWORD)
+    answer = sign_in(http, authorize_url(server, pkce, **params), username, password)
     assert answer.status_code == 303, answer.text
     return query_of(answer.headers["location"])["code"], pkce.verifier, started
 
@@ -191,8 +195,12 @@ def change_password(server: Server, username: str, new: str) -> None:
 def test_h14_code_from_before_password_change_is_refused(
     server: Server, http: httpx.Client
 ) -> None:
+    new = "a brand new passphrase for bob"
     code, verifier, _ = a_code(server, http, "app", username="bob")
-    change_password(server, "bob", "a brand new passphrase for bob")
+    change_password(server, "bob", new)
     assert_error(exchange_as(server, "app", code, verifier), 400, "invalid_grant")
     refused = events(server, EventType.AUTHORIZATION_CODE_REFUSED)
     assert any(e.event.reason == "password_changed" for e in refused)
+    # A code the new password signed in for is exchanged as ever.
+    code, verifier, _ = a_code(server, http, "app", username="bob", password=new)
+    assert exchange_as(server, "app", code, verifier).status_code == 200
