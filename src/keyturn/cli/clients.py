@@ -156,9 +156,22 @@ def clients() -> None:
 @click.option("--scope", multiple=True, help="Scopes the client may ask for; space-separated.")
 @click.option("--delivery", type=click.Choice([d.value for d in Delivery]), default="body")
 @click.option("--audience", multiple=True, help="`aud` of its access tokens; repeat for more.")
-@click.option("--origin", multiple=True, help="Browser origin allowed to refresh by cookie.")
-@click.option("--introspect", is_flag=True, help="May call introspection and the revocation feed.")
-@click.option("--access-token-ttl", type=click.IntRange(min=1))
+@click.option(
+    "--origin",
+    multiple=True,
+    help="Browser origin allowed to refresh by cookie: https://host[:port] as a browser "
+    "sends it (http only on localhost, 127.0.0.1, [::1]); never null or *.",
+)
+@click.option(
+    "--introspect",
+    is_flag=True,
+    help="May call introspection and the revocation feed (confidential clients only).",
+)
+@click.option(
+    "--access-token-ttl",
+    type=click.IntRange(min=1),
+    help="Seconds its access tokens live; at most the server's KEYTURN_ACCESS_TOKEN_TTL.",
+)
 @click.option("--session-idle-ttl", type=click.IntRange(min=1))
 @click.option("--session-max-ttl", type=click.IntRange(min=1))
 @rotation_options
@@ -180,7 +193,8 @@ def add(
     session_max_ttl: int | None,
     rotation: RotationSettings,
 ) -> None:
-    """Register a client. A confidential client's secret is printed once."""
+    """Register a client. A confidential client's secret is printed once. CLIENT_ID is
+    not a UUID: user ids are, and a client's own tokens carry its id as their sub."""
     scopes = parse_scope(" ".join(scope)) or frozenset()
     created = run(
         ctx,
