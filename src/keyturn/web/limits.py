@@ -72,7 +72,7 @@ class Admission:
         except InvalidClient:
             await self.limiter.hit(self.failures.key, self.failures.limit, MINUTE)
             raise
-        except BaseException:
+        except Exception:
             await self._count()
             raise
         await self._count()
