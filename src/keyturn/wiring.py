@@ -139,22 +139,28 @@ def migrate(settings: Settings, schema: str | None = None) -> None:
     upgrade(settings.database_url, schema=schema or settings.db_schema)
 
 
-def schema_missing(settings: Settings) -> bool:
-    """Whether the database answers but holds no keyturn schema (never migrated): what
-    to tell an operator whose command found the store unavailable. Blocking; creates
-    nothing; `False` when the database does not answer either."""
+def schema_problem(settings: Settings) -> str | None:
+    """What is wrong with the schema of a database that answers, for an operator whose
+    command found the store unavailable: none at all, or another revision than this
+    keyturn's. `None` when the schema is right or the database does not answer either.
+    Blocking; creates nothing."""
     db = sqlite_path(settings.database_url)
     if db is not None and not db.exists():
-        return True
+        return "the database has no keyturn schema"
     if settings.database_url.startswith("memory:"):
-        return False
+        return None
     # Imported here: the migration tooling is heavy and this runs only after a failure.
-    from keyturn.storage.migrate import current_revision
+    from keyturn.storage.migrate import current_revision, head_revision
 
     try:
-        return current_revision(settings.database_url, settings.db_schema) is None
-    except Exception:  # unreachable, refused, unreadable: not "never migrated"
-        return False
+        found = current_revision(settings.database_url, settings.db_schema)
+    except Exception:  # unreachable, refused, unreadable: not a schema problem
+        return None
+    if found is None:
+        return "the database has no keyturn schema"
+    if found != head_revision():
+        return f"the database schema is at revision {found}, not {head_revision()}"
+    return None
 
 
 async def open_engine(

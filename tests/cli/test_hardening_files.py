@@ -16,7 +16,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from alembic import command
 
+from keyturn.storage.migrate import _config
 from support.databases import drop_pg_schema
 from support.server import server_process
 
@@ -140,3 +142,15 @@ def test_h17_unreachable_postgres_is_still_called_unreachable(tmp_path: Path) ->
                     stdin="a long enough password 1\n")  # fmt: skip
     assert added.returncode == 1, added.stderr
     assert "unreachable" in added.stderr, added.stderr
+
+
+def test_h17_command_on_an_old_schema_says_migrate(tmp_path: Path) -> None:
+    """A schema of an older release (here the first revision, before rotation policies)
+    is named with its revision, and the fix."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(_config(url, None), "0001")
+    added = keyturn("clients", "add", "x", "--type", "public", "--grant", "password",
+                    "--db", url, env={})  # fmt: skip
+    assert added.returncode == 1, added.stderr
+    assert "revision 0001" in added.stderr, added.stderr
+    assert "keyturn migrate" in added.stderr, added.stderr

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from keyturn.core.errors import StoreUnavailable
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, open_engine, schema_missing
+from keyturn.wiring import Engine, open_engine, schema_problem
 
 T = TypeVar("T")
 
@@ -96,10 +96,10 @@ def run(ctx: click.Context, use: Callable[[Engine], Awaitable[T]], **overrides: 
     except StoreUnavailable:
         # A database that answers without keyturn's tables is not "unreachable": the
         # operator has one command to run, so name it.
-        if schema_missing(settings):
+        problem = schema_problem(settings)
+        if problem is not None:
             raise click.ClickException(
-                f"the database has no keyturn schema ({mask(settings.database_url)}): "
-                "run keyturn migrate"
+                f"{problem} ({mask(settings.database_url)}): run keyturn migrate"
             ) from None
         raise
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -52,6 +53,11 @@ def upgrade(database_url: str, schema: str | None = None) -> None:
     """Migrate to the newest revision. Blocking: call it outside the event loop."""
     create_private_database(database_url)
     command.upgrade(_config(database_url, schema), "head")
+
+
+def head_revision() -> str | None:
+    """The newest revision of this keyturn's migrations."""
+    return ScriptDirectory.from_config(_config("sqlite://", None)).get_current_head()
 
 
 def current_revision(database_url: str, schema: str | None = None) -> str | None:
