@@ -21,7 +21,7 @@ from keyturn.core.models import ClientType, GrantType
 from keyturn.settings import Settings
 from keyturn.storage import upgrade
 from keyturn.wiring import open_engine
-from support.engine import PASSWORD, engine_with
+from support.engine import PASSWORD, SECRET, engine_with
 from support.server import running_server
 
 PUBLIC_LIMIT = 10
@@ -29,7 +29,6 @@ FAILURE_LIMIT = 5
 CLIENT_LIMIT = 15
 FEED_LIMIT = 10
 LOGIN_LIMIT = 20
-SECRET = "limits-master-secret-" + "x" * 20
 LIMITS = {
     "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": str(CLIENT_LIMIT),
     "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": str(PUBLIC_LIMIT),
