@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import APP_REDIRECT, SECRET, Server, start_server
 from keyturn.settings import Settings
+from keyturn.web.http_protocol import OneWriteTransport
 from keyturn.wiring import open_engine
 from support.engine import PASSWORD
 from support.server import free_port, server_process
@@ -253,6 +254,33 @@ def test_h05_a_request_slower_than_nothing_is_still_served(edge: Plain) -> None:
         response, closed = read_until_closed(sock)
     assert status_of(response) == 200, response
     assert closed
+
+
+def test_h05_a_refusal_after_a_held_header_block_keeps_the_order() -> None:
+    """The half-close after a refusal sends what the one-write transport holds first."""
+
+    class Recording(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[bytes | str] = []
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.calls.append(bytes(data))
+
+        def write_eof(self) -> None:
+            self.calls.append("eof")
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def scenario() -> list[bytes | str]:
+        sock = Recording()
+        transport = OneWriteTransport(sock, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        transport.write_eof()
+        return sock.calls
+
+    assert asyncio.run(scenario()) == [b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "eof"]
 
 
 # H-05: concurrency
