@@ -50,12 +50,13 @@ def migrate(ctx: click.Context) -> None:
 @common
 @click.pass_context
 def purge(ctx: click.Context) -> None:
-    """Delete sessions that ended longer ago than the retention."""
+    """Delete ended sessions, expired authorization codes and audit rows past their
+    retention (KEYTURN_PURGE_RETENTION, KEYTURN_AUDIT_RETENTION)."""
     deleted = run(ctx, lambda engine: engine.admin.purge())
     if options(ctx).json:
         emit({"deleted": deleted}, as_json=True)
     else:
-        click.echo(f"deleted {deleted} ended session(s)")
+        click.echo(f"deleted {deleted} row(s): ended sessions, expired codes, old audit rows")
 
 
 @click.command()
