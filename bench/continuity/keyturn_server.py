@@ -105,7 +105,7 @@ class KeyturnServer:
 def settings_for(preset: KeyturnPreset, database_url: str, schema: str | None) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
-        "secret_key": "continuity-" + "s" * 40,
+        "secret_key": "continuity-master-secret-vMHvlrNgqXipX_YFhT_3qIFiNv3o_QRN",
         "access_token_ttl": 900,
         # Long enough that no session of the run idles or ages out: every logout
         # counted is the rotation policy's.

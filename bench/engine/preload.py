@@ -30,7 +30,7 @@ from keyturn.settings import Settings
 from keyturn.wiring import Engine, migrate, open_engine
 
 PG = "postgresql://root@127.0.0.1:5432/test"
-SECRET = "bench-master-secret-" + "x" * 20
+SECRET = "bench-master-secret-HAS7_NkshlVqGwN0Rz-wI6n3sryx1JSN"
 CLIENT = "bench"
 SCOPE = frozenset({"read", "write"})
 SESSIONS_PER_USER = 4

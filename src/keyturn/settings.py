@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from keyturn.core.policy import DEFAULT_BUDGET, ReplayBudget
+from keyturn.crypto.sealing import master_secret_weakness
 
 DAY = 86_400
 DPOP_ALGORITHMS = (
@@ -106,9 +107,12 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="The master secret that seals private keys at rest (at least 32 "
-        "characters). If unset, a random one is created on first run in a file with mode "
-        "0600 beside the SQLite database (`keyturn.secret`), or in the working directory.",
+        description="The master secret that seals private keys at rest: at least 32 "
+        "characters and not predictable (about 112 bits estimated; `openssl rand -base64 "
+        "32` makes one; a long passphrase passes, runs and repeats do not). If unset with "
+        "SQLite, a random one is created on first run in a file with mode 0600 beside the "
+        "database (`keyturn.secret`), or in the working directory; with PostgreSQL it (or "
+        "`secret_key_file`) must be set, the same on every host.",
     )
     secret_key_file: Path | None = Field(
         None, description="Read the master secret from this file instead."
@@ -125,7 +129,9 @@ class Settings(BaseSettings):
     default_audience: str | None = Field(
         None,
         description="`aud` of access tokens for clients registered without an audience; "
-        "defaults to the issuer.",
+        "defaults to the issuer. Only a token whose `aud` names the issuer acts at the "
+        "account API (`/auth/sessions`, `/auth/password`...): with this set, register "
+        "first-party clients with `--audience <issuer>`.",
     )
     db_schema: str | None = Field(
         None,
@@ -333,8 +339,23 @@ class Settings(BaseSettings):
     def _check(self) -> Self:
         if self.session_idle_ttl > self.session_max_ttl:
             raise ValueError("session_idle_ttl cannot exceed session_max_ttl")
-        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
-            raise ValueError("secret_key must be at least 32 characters")
+        if self.secret_key is not None:
+            weakness = master_secret_weakness(self.secret_key.get_secret_value())
+            if weakness is not None:
+                raise ValueError(f"secret_key is refused: {weakness}")
+        if (
+            self.database_url.startswith(("postgresql:", "postgres:"))
+            and self.secret_key is None
+            and self.secret_key_file is None
+        ):
+            # Every host must open the keys any host sealed: a secret made up here
+            # would seal keys no other host can use, and make this one unable to use
+            # theirs.
+            raise ValueError(
+                "with PostgreSQL, set KEYTURN_SECRET_KEY or KEYTURN_SECRET_KEY_FILE, the "
+                "same on every host: a secret created on one host cannot open the keys "
+                "that another host sealed"
+            )
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:", "memory:")):
             raise ValueError("database_url must start with sqlite:, postgresql: or memory:")
         if self.metrics_public and self.metrics_token is not None:

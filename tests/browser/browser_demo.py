@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SECRET = "browser-master-secret-" + "x" * 20
+SECRET = "browser-master-secret-ospQlNHLa1mjmet6H_00gdgCad0FrG99"
 COOKIE = "__Host-keyturn_rt_demo-web"  # the demo client's own refresh cookie
 SHORT_ACCESS_TOKEN_TTL = 4
 """The demo client's access-token lifetime in the rotation tests: a few seconds to wait."""

@@ -26,7 +26,7 @@ from keyturn.settings import Settings
 from keyturn.wiring import open_engine
 from support.databases import create_pg_schema, drop_pg_schema
 
-SECRET = "s" * 40
+SECRET = "cli-master-secret-HqQbTDMq0GWF4cOgzr0078iufZvBlVLd"
 FULL_REFRESH_TOKEN = re.compile(r"kt_rt_[A-Za-z0-9_-]{20,}")
 
 

@@ -20,7 +20,7 @@ from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD
 from support.server import running_server
 
-SECRET = "e2e-master-secret-" + "x" * 20
+SECRET = "e2e-master-secret-YVNF4c2OYlNKuAZ7RQWdduevgoXfzoII"
 SCOPE = frozenset({"read", "write"})
 ORIGIN = "https://app.test"
 APP_REDIRECT = "https://app.test/callback"

@@ -42,7 +42,7 @@ DROP_RATE = 0.05
 SEED = 1
 """The seed of the first combination; each store and preset rolls its own sequence."""
 STORES = ("sqlite", "postgres")
-SECRET = "dropped-responses-secret-" + "x" * 20
+SECRET = "dropped-responses-secret-5oNMuNU3WVrC2JycrDIirl2LFQittWqk"
 KINDS = (ClientKind.BROWSER, ClientKind.NATIVE)
 
 

@@ -19,7 +19,7 @@ from keyturn.wiring import open_engine
 from support.engine import PASSWORD
 from support.server import running_server
 
-SECRET = "logs-master-secret-" + "x" * 20
+SECRET = "logs-master-secret-H15THQ2hN2PA1_Ysqj91zUrGDlemODSs"
 SCOPE = frozenset({"read"})
 ACCESS_FIELDS = {"timestamp", "level", "logger", "message", "request_id", "method", "route"}
 

@@ -28,7 +28,7 @@ from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD
 from support.server import running_server
 
-SECRET = "metrics-master-secret-" + "x" * 20
+SECRET = "metrics-master-secret-bmIEyV0ldQheJXAcIWnwufR4Fl1c-Sts"
 METRICS_TOKEN = "metrics-scrape-token-0123456789"
 SCOPE = frozenset({"read"})
 

@@ -17,7 +17,7 @@ from keyturn.wiring import open_engine
 from support.engine import PASSWORD, engine_with
 from support.server import running_server
 
-SECRET = "limits-master-secret-" + "x" * 20
+SECRET = "limits-master-secret-7GwVMWOC9KolMTP1-0eOcZTujOhM9LUc"
 
 
 async def _add_user(server: Server, name: str) -> None:

@@ -17,7 +17,7 @@ from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD, engine_with, seed
 from support.server import running_server
 
-SECRET = "race-master-secret-" + "x" * 20
+SECRET = "race-master-secret-2AifJCte4tA-3Ursq7HIVUkAAHF3Iekz"
 PRESENTERS = 16
 TRIALS = 15
 

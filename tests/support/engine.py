@@ -13,7 +13,7 @@ from keyturn.settings import Settings
 from keyturn.wiring import Engine, open_engine
 
 PASSWORD = "correct horse battery staple"
-SECRET = "k" * 40
+SECRET = "engine-master-secret-gDAAx547jVt3MJs2WV66BdRqCKtv0Adj"
 
 
 class FakeClock:

@@ -18,6 +18,7 @@ from keyturn.cli.serve import serve
 from keyturn.cli.sessions import sessions
 from keyturn.cli.users import users
 from keyturn.core.errors import KeyturnError, StoreUnavailable
+from keyturn.crypto.sealing import WeakMasterSecret
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(error.public, EXIT_ERROR)
     except (PermissionError, FileNotFoundError) as error:
         fail(str(error), EXIT_ERROR)
+    except WeakMasterSecret as error:
+        fail(str(error), EXIT_USAGE)
     except Exception as error:  # the last resort: one line, never a traceback
         fail(f"unexpected {type(error).__name__}: {error}", EXIT_SOFTWARE)
 
