@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         "has authenticated: nobody without its secret can spend them.",
     )
     public_client_requests_per_minute: Annotated[int, Field(ge=1)] = Field(
-        300,
+        1200,
         description="Requests naming one public client (which has no secret: anyone can "
         "name it) per client IP address per minute, at the token, revocation and "
         "introspection endpoints and `/auth/refresh` and `/auth/logout`. One address "
