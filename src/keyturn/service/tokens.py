@@ -104,7 +104,7 @@ class Tokens:
 
     async def _read(self) -> KeyRing:
         stored = await self._keys.list_keys()
-        # Unsealing and importing (an RSA key costs a good part of a second) run on a
+        # Unsealing and importing (an RS256 signing key: about a quarter second) run on a
         # worker thread, never on the event loop; keys already held are not reopened.
         ring = await asyncio.to_thread(
             _open_ring, stored, self._sealer, self._clock.now(), self._opened
