@@ -37,10 +37,8 @@ def _code(client_id: str, user_id: str, clock: FakeClock, **kw: object) -> Autho
     return AuthorizationCode(**values)  # type: ignore[arg-type]
 
 
-async def test_h11_audit_rows_purged_after_retention(
-    durable_store_url: tuple[str, str | None],
-) -> None:
-    url, schema = durable_store_url
+async def test_h11_audit_rows_purged_after_retention(store_url: tuple[str, str | None]) -> None:
+    url, schema = store_url
     clock = FakeClock()
     engine = await engine_with(url, clock=clock, schema=schema, audit_retention=30 * DAY)
     try:
