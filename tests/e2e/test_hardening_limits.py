@@ -77,6 +77,16 @@ async def _user_with_tokens(server: Server, username: str) -> tuple[str, str]:
     return await server.login("native", username)
 
 
+async def _generations(server: Server, username: str) -> list[int]:
+    engine = await open_engine(server.settings)
+    try:
+        user = await engine.store.find_user(username)
+        assert user is not None
+        return [s.generation for s in await engine.store.list_sessions(user.id)]
+    finally:
+        await engine.close()
+
+
 def new_user(server: Server) -> tuple[str, str, str]:
     """A user of this test alone: (username, refresh token, access token)."""
     name = f"u-{secrets.token_hex(4)}"
@@ -194,10 +204,14 @@ def _first_party(client: httpx.Client, server: Server, path: str, body: dict[str
 
 def test_h11_first_party_refresh_and_logout_are_limited(server: Server) -> None:
     junk = {"client_id": "native", "refresh_token": "kt_rt_junk"}
+    name, token, _ = new_user(server)
+    real = {"client_id": "native", "refresh_token": token}
     with peer("127.0.0.9") as attacker:
         refreshes = [_first_party(attacker, server, "/auth/refresh", junk) for _ in range(12)]
         assert refreshes[:PUBLIC_LIMIT] == [400] * PUBLIC_LIMIT
         assert refreshes[-1] == 429
+        # Refused before the token is read: the 429 rotates nothing (used below).
+        assert _first_party(attacker, server, "/auth/refresh", real) == 429
     with peer("127.0.0.10") as attacker:
         logouts = [_first_party(attacker, server, "/auth/logout", junk) for _ in range(12)]
         assert logouts[:PUBLIC_LIMIT] == [204] * PUBLIC_LIMIT
@@ -208,13 +222,12 @@ def test_h11_first_party_refresh_and_logout_are_limited(server: Server) -> None:
         assert failures[:FAILURE_LIMIT] == [401] * FAILURE_LIMIT
         assert failures[-1] == 429
     # The same client from another address is served, and its logout works.
-    _, token, _ = new_user(server)
     with peer("127.0.0.12") as user:
-        answer = user.post(
-            f"{server.base}/auth/refresh", json={"client_id": "native", "refresh_token": token}
-        )
+        answer = user.post(f"{server.base}/auth/refresh", json=real)
         assert answer.status_code == 200, answer.text
         rotated = answer.json()["refresh_token"]
+        # One rotation in all: the refused request had rotated nothing.
+        assert asyncio.run(_generations(server, name)) == [1]
         body = {"client_id": "native", "refresh_token": rotated}
         assert _first_party(user, server, "/auth/logout", body) == 204
 
