@@ -232,3 +232,26 @@ def test_h19_clock_stepped_forward_an_hour_does_not_end_live_session(
         assert again.status_code == 200, again.text
         assert again.json()["refresh_token"] == child
         assert refresh(base, rotated(base, child)).status_code == 200
+
+
+def test_h19_host_started_after_a_step_back_answers_the_parent_once(
+    libfaketime: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On one host (SQLite), a process started after the clock was stepped back an hour
+    reads every recent rotation as an hour ahead. The parent it is shown then is
+    answered once, counted, and refused after that: a thief holding it gets no hour of
+    live tokens, and the session is not ended for a step. (On PostgreSQL every process
+    reads the database's clock, so no process reads before a rotation.)"""
+    database = next(_database("sqlite", tmp_path, request))
+    with running_server(database) as before:
+        parent = login(before)
+        child = rotated(before, parent)
+    with running_server({**database, **skewed(libfaketime, f"-{HOUR}")}) as after:
+        answered = refresh(after, parent)
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["refresh_token"] == child
+        for _ in range(3):
+            again = refresh(after, parent)
+            assert again.status_code == 400, again.text
+            assert again.json()["error"] == "invalid_grant"
+        assert refresh(after, child).status_code == 200, "the session is live"
