@@ -301,6 +301,41 @@ def test_h09_login_at_one_cookie_app_leaves_the_other_apps_session_and_cookie(
     assert set(cookies_set(out)) == {second}
 
 
+def test_h09_another_clients_token_in_this_clients_cookie_ends_nothing(
+    two_cookie_apps: Server,
+) -> None:
+    """A token of `spa` planted under `spa2`'s cookie name, presented at `spa2`'s login."""
+    server = two_cookie_apps
+    jar: dict[str, str] = {}
+    first = cookie_login(server, "spa", ORIGIN, jar)
+    planted = {f"{COOKIE_PREFIX}_spa2": jar[first]}
+    cookie_login(server, "spa2", ORIGIN2, planted)
+    again = call(
+        server,
+        "/auth/refresh",
+        {"client_id": "spa"},
+        headers={"Cookie": f"{first}={jar[first]}", "X-Keyturn-CSRF": "1", "Origin": ORIGIN},
+    )
+    assert again.status_code == 200, again.text
+
+
+def test_h09_logout_all_clears_only_the_calling_clients_cookie(two_cookie_apps: Server) -> None:
+    server = two_cookie_apps
+    jar: dict[str, str] = {}
+    cookie_login(server, "spa", ORIGIN, jar)
+    body = {"username": "alice", "password": PASSWORD, "client_id": "spa2"}
+    signed_in = call(
+        server, "/auth/login", body, headers={"X-Keyturn-CSRF": "1", "Origin": ORIGIN2}
+    )
+    access = signed_in.json()["access_token"]
+    cookie = "; ".join(f"{k}={v}" for k, v in jar.items())
+    out = account_call(
+        server, "POST", "/auth/logout-all", None, {**bearer(access), "Cookie": cookie}
+    )
+    assert out.status_code == 204
+    assert cookies_set(out) == {f"{COOKIE_PREFIX}_spa2": '""'}
+
+
 def test_h09_the_cookie_is_named_for_its_client(server: Server) -> None:
     jar: dict[str, str] = {}
     assert cookie_login(server, "spa", ORIGIN, jar) == f"{COOKIE_PREFIX}_spa"
