@@ -15,6 +15,7 @@ import asyncio
 import re
 import secrets
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
@@ -27,14 +28,17 @@ from test_authorization_code import exchange, get_code
 from test_oauth_token_endpoint import assert_error
 
 from conftest import ORIGIN, Server
+from keyturn.core.ids import ClientId
 from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.service.inspection import ACCOUNT_SCOPE, AccountAccess, account_access
 from keyturn.settings import Settings
 from keyturn.web.first_party import refresh_cookie
 from keyturn.wiring import open_engine
 from support.authorize import new_pkce
 from support.engine import PASSWORD
+from support.store_values import a_client, a_session, a_user
 
-ACCOUNT_SCOPE = "keyturn:account"
+CODE = GrantType.AUTHORIZATION_CODE
 ORIGIN2 = "https://app2.test"
 NEW_PASSWORD = "an entirely new passphrase 42"
 BEARER_REFUSAL = 'Bearer realm="keyturn", error="invalid_token"'
@@ -480,3 +484,43 @@ def test_h15_a_client_that_may_not_see_a_token_gets_inactive_like_garbage(
     # A public client is still refused whatever the token: it proves nothing.
     public = httpx.post(url, data={"token": "unknown", "client_id": "native"}, timeout=30)
     assert_error(public, 401, "invalid_client")
+
+
+# The rule itself, case by case
+
+
+def test_h03_h14_account_access_decides_each_case() -> None:
+    user, first_party = a_user(), a_client("native")
+    code_client = replace(first_party, id=ClientId("app"), grant_types=frozenset({CODE}))
+    session = a_session(user, first_party)
+    claims = {"client_id": "native", "scope": "read"}
+    assert account_access(claims, session, user, first_party) is AccountAccess.GRANTED
+    # Whose session, whose client, whose user: each must hold.
+    assert account_access(claims, session, None, first_party) is AccountAccess.REFUSED
+    disabled_user = replace(user, enabled=False)
+    assert account_access(claims, session, disabled_user, first_party) is AccountAccess.REFUSED
+    assert account_access(claims, session, user, None) is AccountAccess.REFUSED
+    disabled_client = replace(first_party, enabled=False)
+    assert account_access(claims, session, user, disabled_client) is AccountAccess.REFUSED
+    other = {**claims, "client_id": "app"}
+    assert account_access(other, session, user, first_party) is AccountAccess.REFUSED
+    # H-14: authenticated before the last password change; re-stamped by it.
+    changed = replace(user, password_changed_at=session.created_at + timedelta(seconds=1))
+    assert account_access(claims, session, changed, first_party) is AccountAccess.REFUSED
+    restamped = replace(session, authenticated_at=changed.password_changed_at)
+    assert account_access(claims, restamped, changed, first_party) is AccountAccess.GRANTED
+    # A code client: only with the account scope, as a whole scope token.
+    theirs = replace(session, client_id=ClientId("app"))
+    for scope, expected in (
+        ("read", AccountAccess.NEEDS_ACCOUNT_SCOPE),
+        ("read keyturn:accounts", AccountAccess.NEEDS_ACCOUNT_SCOPE),
+        ("xkeyturn:account", AccountAccess.NEEDS_ACCOUNT_SCOPE),
+        (f"read {ACCOUNT_SCOPE}", AccountAccess.GRANTED),
+        (ACCOUNT_SCOPE, AccountAccess.GRANTED),
+    ):
+        asked = {"client_id": "app", "scope": scope}
+        assert account_access(asked, theirs, user, code_client) is expected, scope
+    no_scope = {"client_id": "app"}
+    assert account_access(no_scope, theirs, user, code_client) is (
+        AccountAccess.NEEDS_ACCOUNT_SCOPE
+    )
