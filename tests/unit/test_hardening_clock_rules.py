@@ -27,6 +27,7 @@ from keyturn.core.rotation import (
     outcome_of,
 )
 from keyturn.storage.clocks import (
+    RESAMPLE_SECONDS,
     STEP_HOLD_SECONDS,
     DatabaseClock,
     HostClock,
@@ -217,19 +218,31 @@ def test_h18_database_clock_reads_the_database_time_plus_steady_time() -> None:
     assert clock.now() == T0 + timedelta(seconds=2.5)
 
 
-def test_h18_database_clock_never_goes_back_by_sampling_jitter() -> None:
+def test_h18_database_clock_keeps_the_sample_of_least_delay() -> None:
+    """A sample stamped late (a busy event loop) reads behind: it is not taken while a
+    better one is fresh, so the clock neither goes back nor loses the time."""
     sources = Sources()
     clock = DatabaseClock(HostClock(sources.wall, sources.steady), sources.steady)
     clock.sample(T0, sources.steady())
     sources.run(1)
-    first = clock.now()
-    clock.sample(T0 + timedelta(milliseconds=990), sources.steady())  # 10 ms behind
-    assert clock.now() == first
-    sources.run(0.02)
-    assert clock.now() == T0 + timedelta(milliseconds=1010)
-    # A step of the database's own clock is taken: the rules guard against it.
+    clock.sample(T0 + timedelta(milliseconds=950), sources.steady())  # stamped 50 ms late
+    assert clock.now() == T0 + timedelta(seconds=1)
+    clock.sample(T0 + timedelta(milliseconds=1004), sources.steady())  # the database ahead
+    assert clock.now() == T0 + timedelta(milliseconds=1004)
+
+
+def test_h18_database_clock_follows_a_step_of_the_database_clock() -> None:
+    """A later sample reading earlier is taken once the anchor is old: the database's
+    clock was stepped back (the rules guard against what that does)."""
+    sources = Sources()
+    clock = DatabaseClock(HostClock(sources.wall, sources.steady), sources.steady)
+    clock.sample(T0, sources.steady())
+    sources.run(RESAMPLE_SECONDS + 1)
     clock.sample(T0 - HOUR, sources.steady())
     assert clock.now() == T0 - HOUR
+    clock.sample(T0 - HOUR - timedelta(milliseconds=5), sources.steady())
+    sources.run(0.001)
+    assert clock.now() == T0 - HOUR + timedelta(milliseconds=1), "a fresh anchor is kept"
 
 
 def test_h19_steady_time_is_moved_by_no_step_of_the_monotonic_clock() -> None:

@@ -36,6 +36,10 @@ just before the step is judged by the time that really passed."""
 REGRESSION_SECONDS = 1.0
 """A `DatabaseClock` never goes back by less than this (two samples of one clock taken
 over a network disagree by milliseconds); by more, the database's clock was stepped."""
+RESAMPLE_SECONDS = 60.0
+"""A `DatabaseClock` takes any sample once its anchor is this old, even one that reads
+earlier: the database's clock may have been stepped back, or the host's steady clock
+may have drifted from it (by parts per million)."""
 
 
 def _ticks() -> float:
@@ -113,6 +117,10 @@ class DatabaseClock:
     elapsed since. Every host on one database reads within a network delay of the same
     time, and no step of a host's clock moves it. Before its first sample (no statement
     answered yet) it reads `fallback`.
+
+    A sample stamped late (the answer waited for a busy event loop) reads behind, never
+    ahead: of the samples of the last `RESAMPLE_SECONDS` the one that reads latest is
+    kept, as NTP keeps the sample of least delay.
     """
 
     def __init__(
@@ -120,7 +128,9 @@ class DatabaseClock:
     ) -> None:
         self._fallback = fallback or HostClock()
         self._steady = steady or SteadyTime()
-        self._anchor: tuple[float, float] | None = None
+        self._offset: float | None = None
+        """Database time minus steady time, by the best sample."""
+        self._anchored_at = float("-inf")
         self._last = float("-inf")
 
     def steady(self) -> float:
@@ -130,13 +140,15 @@ class DatabaseClock:
     def sample(self, database_time: datetime, received: float) -> None:
         """The database read `database_time` in an answer that arrived at steady time
         `received` (at most a network delay after it read it)."""
-        self._anchor = (database_time.timestamp(), received)
+        offset = database_time.timestamp() - received
+        stale = received - self._anchored_at > RESAMPLE_SECONDS
+        if self._offset is None or offset >= self._offset or stale:
+            self._offset, self._anchored_at = offset, received
 
     def now(self) -> datetime:
-        if self._anchor is None:
+        if self._offset is None:
             return self._fallback.now()
-        at, received = self._anchor
-        value = at + self._steady() - received
+        value = self._steady() + self._offset
         if self._last - REGRESSION_SECONDS <= value < self._last:
             # A later sample read a few milliseconds earlier than the one before: the
             # process's readings never go back for that.
