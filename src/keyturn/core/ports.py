@@ -32,7 +32,9 @@ from keyturn.core.policy import ReplayLog, RotationSettings
 
 class Clock(Protocol):
     def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
+        """The current time, timezone-aware UTC: the deployment's one clock, which every
+        rule and every stored time reads (on PostgreSQL the database's, whatever each
+        host's own says; docs/decisions/one-clock.md)."""
         ...
 
 
