@@ -255,9 +255,10 @@ class Settings(BaseSettings):
     )
     http_header_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
         10.0,
-        description="Seconds from a request's first byte until its headers must be "
-        "complete; a slower request is answered `408 Request Timeout` and its connection "
-        "closed (a connection held open by a trickle of header bytes costs a slot).",
+        description="Seconds from a request's first byte until its headers and its body "
+        "(at most 16 KiB) must be complete; a slower request is answered `408 Request "
+        "Timeout` and its connection closed (a connection held open by a trickle of bytes "
+        "costs a slot).",
     )
     http_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
         10.0,

@@ -233,6 +233,30 @@ def test_h05_slow_second_request_on_a_kept_alive_connection_closed(edge: Plain) 
     assert status_of(response) in (408, 0), response
 
 
+def test_h05_slow_body_connection_closed(edge: Plain) -> None:
+    """Complete headers, then a body a byte at a time: the same timeout bounds reading
+    the whole request (bodies are at most 16 KiB), else a worker's connection slots
+    could be held by bodies that never end."""
+    started = time.monotonic()
+    with connect(edge.port) as sock:
+        sock.sendall(
+            b"POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+            b"grant_type="
+        )
+        closed = False
+        response = b""
+        while time.monotonic() - started < HEADER_TIMEOUT + 6:
+            if send_quietly(sock, b"a") == 0:
+                break
+            response, closed = read_until_closed(sock, 0.5)
+            if closed:
+                break
+    assert closed, "the slow body's connection is still open"
+    assert time.monotonic() - started < HEADER_TIMEOUT + 3
+    assert status_of(response) in (408, 0), response
+
+
 def test_h05_idle_connection_closed(edge: Plain) -> None:
     """Connected, nothing sent: closed after the idle timeout, without an answer."""
     started = time.monotonic()

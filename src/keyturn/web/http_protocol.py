@@ -17,8 +17,8 @@ The protocol also holds the limits uvicorn's httptools protocol lacks (H-05,
 bound, and a connection that sends nothing, or its headers a byte at a time, is never
 closed. Here the bytes of each request's header block are counted as they arrive (a
 block past `max_header_bytes` is answered 431 and the connection closed, RFC 6585 §5),
-a request's headers must be complete `header_timeout` seconds after its first byte
-(else 408, RFC 9110 §15.5.9), a new connection must send within `idle_timeout`
+a request's headers and body must be complete `header_timeout` seconds after its
+first byte (else 408, RFC 9110 §15.5.9), a new connection must send within `idle_timeout`
 seconds, and a request over uvicorn's `limit_concurrency` gets an RFC 6749-shaped 503
 with `Retry-After` instead of uvicorn's plain text.
 """
@@ -114,7 +114,7 @@ _REFUSALS = {
     ),
     408: (
         b"HTTP/1.1 408 Request Timeout\r\n",
-        _error_json("invalid_request", "The request headers did not arrive in time."),
+        _error_json("invalid_request", "The request did not arrive in time."),
     ),
 }
 _BUSY_BODY = _error_json("temporarily_unavailable", "The server is busy; retry shortly.")
@@ -178,7 +178,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if self._header_bytes == 0:
             # The first byte of a request: uvicorn's keep-alive timer stops here (and
             # nothing of uvicorn's runs before the first request), so ours starts.
-            self._arm(self.limits.header_timeout, self._header_timeout)
+            self._arm(self.limits.header_timeout, self._request_timeout)
         allowance = self.limits.max_header_bytes - self._header_bytes
         if len(data) <= allowance:
             self._header_bytes += len(data)
@@ -197,12 +197,14 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             self.data_received(data[allowance:])
 
     def on_headers_complete(self) -> None:
+        # The deadline runs on until the body is complete too: a body sent a byte at a
+        # time would hold the connection (and the endpoint waiting for it) as long.
         self._header_bytes = None
-        self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._disarm()
         self._header_bytes = 0
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
@@ -216,9 +218,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         return self._header_bytes is not None
 
     def _answering(self) -> bool:
-        """Whether a response is under way on this connection."""
+        """Whether a response has begun and not ended on this connection."""
         cycle: RequestResponseCycle | None = self.cycle
-        return cycle is not None and not cycle.response_complete
+        return cycle is not None and cycle.response_started and not cycle.response_complete
 
     def _arm(self, seconds: float, then: Any) -> None:
         self._disarm()
@@ -237,16 +239,30 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if self._header_bytes == 0 and cycle is None and not self.transport.is_closing():
             self.transport.close()
 
-    def _header_timeout(self) -> None:
+    def _request_timeout(self) -> None:
+        """The request is not in, `header_timeout` seconds after its first byte."""
         self._deadline = None
-        if self._header_bytes is not None and not self.transport.is_closing():
+        cycle: RequestResponseCycle | None = self.cycle
+        if self.transport.is_closing():
+            return
+        if self._reading_headers() or cycle is None or not cycle.response_started:
             self._refuse(408)
+        elif cycle.response_complete:
+            # Answered without the rest of the body (a 413, say): nobody waits for it.
+            self.transport.close()
+        # Otherwise an answer is being written: it ends the exchange by itself.
 
     def _refuse(self, status: int) -> None:
         """Answer `status` and close the connection, lingering to let the answer land."""
         self._refused = True
         self._disarm()
         transport = self.transport
+        cycle: RequestResponseCycle | None = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # An endpoint waiting for the rest of the body: it hears the client is gone
+            # now, and whatever it would answer is not written after this refusal.
+            cycle.disconnected = True
+            cycle.message_event.set()
         if not self._answering():
             status_line, body = _REFUSALS[status]
             head = [status_line]
