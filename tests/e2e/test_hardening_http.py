@@ -538,6 +538,30 @@ def test_h17_non_basic_scheme_at_token_endpoint_gets_a_challenge(
     assert answer.headers["www-authenticate"].startswith("Basic ")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("POST", "/oauth/introspect", {"token": "x"}),
+        ("POST", "/oauth/revoke", {"token": "x"}),
+        ("GET", "/auth/revocations", None),
+    ],
+)
+def test_h17_non_basic_scheme_elsewhere_gets_a_challenge(
+    server: Server, method: str, path: str, form: dict[str, str] | None
+) -> None:
+    """The other endpoints that read client credentials answer the same way."""
+    answer = httpx.request(
+        method,
+        f"{server.base}{path}",
+        data=form,
+        headers={"Authorization": "Bearer abc"},
+        timeout=10,
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "invalid_client"
+    assert answer.headers["www-authenticate"].startswith("Basic ")
+
+
 def authorize(server: Server, **extra: str) -> httpx.Response:
     params = {
         "response_type": "code",
