@@ -512,7 +512,7 @@ def test_h08_tls_needs_both_files(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2, done.stderr
-    assert "ssl" in done.stderr.lower()
+    assert "ssl_certfile and ssl_keyfile go together" in done.stderr, done.stderr
 
 
 # H-17: token endpoint challenge, response_mode, form fields
