@@ -287,9 +287,7 @@ class Settings(BaseSettings):
         description="Serve HTTPS directly with this PEM certificate (chain) file; "
         "needs `ssl_keyfile`. Or leave TLS to a proxy in front (docs/deployment.md).",
     )
-    ssl_keyfile: Path | None = Field(
-        None, description="The PEM private key of `ssl_certfile`."
-    )
+    ssl_keyfile: Path | None = Field(None, description="The PEM private key of `ssl_certfile`.")
 
     dpop_algorithms: str = Field(
         "ES256 EdDSA RS256 PS256",

@@ -76,6 +76,8 @@ class UnsupportedAuthScheme(errors.InvalidClient):
     client can authenticate with here (RFC 6749 §5.2)."""
 
     default_public = "Unsupported client authentication scheme: use Basic."
+
+
 # RFC 6750 §3.1: a good token without the scope the resource needs.
 STATUS[InsufficientScope] = 403
 
