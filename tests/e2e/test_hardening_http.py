@@ -623,3 +623,28 @@ def test_h17_password_fixture_is_what_the_server_knows(server: Server) -> None:
     answer = httpx.post(f"{server.base}/auth/login", json=body, timeout=10)
     assert answer.status_code == 200, answer.text
     assert json.loads(answer.text)["token_type"]
+
+
+def test_h05_a_body_cut_short_is_no_unexpected_error(tmp_path: Path) -> None:
+    """A client that leaves mid-body (or that the request timeout closes) is an ordinary
+    event: no `unexpected error` in the log and no 500 in the access log."""
+    log_path = tmp_path / "server.log"
+    settings = {
+        "KEYTURN_DATABASE_URL": f"sqlite:///{tmp_path / 'keyturn.db'}",
+        "KEYTURN_SECRET_KEY": SECRET,
+        "KEYTURN_LOG_LEVEL": "INFO",
+    }
+    with server_process(settings, log_path=log_path) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        with connect(port) as sock:
+            sock.sendall(
+                b"POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+                b"grant_type="
+            )
+            time.sleep(0.3)
+        time.sleep(0.5)
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        logged = log_path.read_text()
+    assert "unexpected error" not in logged, logged
+    assert '"status":500' not in logged.replace(" ", ""), logged

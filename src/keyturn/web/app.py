@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
@@ -58,6 +58,11 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error_response(error, basic_auth_used=basic)
         except BodyTooLarge:
             return plain_error(413, "invalid_request", "The request body is too large.")
+        except ClientDisconnect:
+            # The client left, or the request timeout closed it, before its body was
+            # complete: nothing was done, and the answer reaches no one.
+            log.info("client disconnected before the request body was complete")
+            return plain_error(400, "invalid_request", "The request body was not completed.")
         except Exception:
             # Never a stack trace to the caller: an id to find it in the log.
             incident = secrets.token_hex(8)
