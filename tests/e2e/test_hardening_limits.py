@@ -128,6 +128,32 @@ def test_h02_junk_refreshes_do_not_starve_real_users(server: Server) -> None:
         assert served.status_code == 200, served.text
 
 
+def test_h02_wrong_secrets_at_login_spend_the_one_failure_count(server: Server) -> None:
+    """Guessing a confidential client's secret through `/auth/login` spends the same
+    count of failures of that id at that address as the token endpoint: alternating
+    endpoints buys no extra guesses, and another address is untouched."""
+    login = {"client_id": "conf", "username": "alice", "password": PASSWORD}
+    with peer("127.0.0.21") as attacker:
+        guesses = [
+            attacker.post(f"{server.base}/auth/login", json={**login, "client_secret": "guess"})
+            for _ in range(FAILURE_LIMIT)
+        ]
+        assert {r.status_code for r in guesses} == {401}
+        right = refresh_form("kt_rt_junk", "conf", server.secrets["conf"])
+        assert_limited(attacker.post(f"{server.base}/oauth/token", data=right))
+        assert_limited(
+            attacker.post(
+                f"{server.base}/auth/login",
+                json={**login, "client_secret": server.secrets["conf"]},
+            )
+        )
+    with peer("127.0.0.22") as user:
+        served = user.post(
+            f"{server.base}/auth/login", json={**login, "client_secret": server.secrets["conf"]}
+        )
+        assert served.status_code == 200, served.text
+
+
 def test_h02_bad_secret_polls_do_not_starve_the_feed(server: Server) -> None:
     feed = f"{server.base}/auth/revocations"
     with peer("127.0.0.4") as attacker:

@@ -68,7 +68,7 @@ async def _client(engine: Engine, data: dict[str, Any]) -> Client:
 
 
 async def _admitted_client(admission: Admission, engine: Engine, data: dict[str, Any]) -> Client:
-    """The client of a refresh or logout, its authentication counted (`web.limits`)."""
+    """The client of a login, refresh or logout, its authentication counted (`web.limits`)."""
     async with admission.authenticating():
         return await _client(engine, data)
 
@@ -145,8 +145,11 @@ def bearer_token(request: Request) -> str | None:
 async def login(request: Request, engine: Engine) -> Response:
     await limit_login_address(engine, request)
     data = await _json(request)
+    # The same admission as every other endpoint that authenticates a client: a wrong
+    # secret here spends the one failure count of that id at this address.
+    admission = await admit_client(engine, request, _credentials(data))
     key = await proof_key(request, engine)
-    client = await _client(engine, data)
+    client = await _admitted_client(admission, engine, data)
     if client.delivery is Delivery.COOKIE:
         _check_cross_site(request, client)
     username = text_field(data, "username", max_length=256) or ""
