@@ -57,6 +57,9 @@ class Engine:
 
     settings: Settings
     config: EngineConfig
+    clock: Clock
+    """The one clock of every rule (`keyturn.storage.clocks`): set-up steps outside the
+    use cases (the demo's password reset) take their time from it too."""
     store: Store
     tokens: Tokens
     login: Login
@@ -222,6 +225,7 @@ async def open_engine(
     return Engine(
         settings=settings,
         config=config,
+        clock=the_clock,
         store=store,
         tokens=tokens,
         login=login,

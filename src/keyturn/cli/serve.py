@@ -20,7 +20,7 @@ from keyturn.observability.metrics import prepare_multiprocess_dir, remove_multi
 from keyturn.service.demo import DemoSetup, origin_of, set_up_demo
 from keyturn.settings import Settings
 from keyturn.web.http_protocol import HttpLimits, OneWriteHttpToolsProtocol
-from keyturn.wiring import SystemClock, SystemRandomness, migrate, open_engine
+from keyturn.wiring import SystemRandomness, migrate, open_engine
 
 APP = "keyturn.web.app:app_from_environment"
 DEMO_APP = "keyturn.web.app:demo_app_from_environment"
@@ -146,10 +146,11 @@ def _prepare(settings: Settings, demo: bool) -> DemoSetup | None:
                 engine.store,
                 engine.admin,
                 Passwords(),
-                SystemClock(),
+                engine.clock,
                 SystemRandomness(),
                 origin=origin_of(settings.issuer),
-                access_token_ttl=settings.demo_access_token_ttl,
+                # Never above the server's own lifetime, which registration refuses.
+                access_token_ttl=min(settings.demo_access_token_ttl, settings.access_token_ttl),
             )
         finally:
             await engine.close()
