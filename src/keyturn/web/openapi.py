@@ -659,8 +659,40 @@ def _bearer_call(
     return {method: operation}
 
 
+def _edge_answers() -> dict[str, Schema]:
+    """What the HTTP layer answers before any endpoint runs (`web.http_protocol`,
+    `docs/decisions/http-edge.md`), so on every path: the connection is closed after."""
+    return {
+        "408": _json(
+            "The request did not arrive within `KEYTURN_HTTP_HEADER_TIMEOUT`.",
+            _error("invalid_request"),
+        ),
+        "431": _json(
+            "The header block is larger than `KEYTURN_HTTP_MAX_HEADER_BYTES` (RFC 6585 §5).",
+            _error("invalid_request"),
+        ),
+        "503": _json(
+            "The worker is at `KEYTURN_HTTP_MAX_CONCURRENCY`: nothing was done.",
+            _error("temporarily_unavailable"),
+            {**NO_STORE, **RETRY_AFTER},
+        ),
+    }
+
+
 def document(issuer: str) -> Schema:
-    """The OpenAPI document for a server at `issuer`."""
+    """The OpenAPI document for a server at `issuer`: every operation also lists the
+    answers of the HTTP layer in front of it (an operation's own 503 is kept)."""
+    described = _document(issuer)
+    for operations in described["paths"].values():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for status, answer in _edge_answers().items():
+                operation["responses"].setdefault(status, answer)
+    return described
+
+
+def _document(issuer: str) -> Schema:
     no_content = {"204": {"description": "Done.", "headers": NO_STORE}}
     return {
         "openapi": "3.1.0",
