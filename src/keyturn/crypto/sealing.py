@@ -29,8 +29,9 @@ MIN_SECRET_CHARACTERS = 32
 MIN_SECRET_BITS = 112
 """The least estimated entropy of a master secret (`estimated_bits`): the security
 strength NIST SP 800-57 accepts. The estimate undercounts random text (32 random
-letters and digits score about 140, 64 hex digits about 200), so any generated secret
-of 32+ characters passes, and so does a long passphrase; repeats do not."""
+letters and digits score about 140, 64 hex digits about 200): `openssl rand -base64 32`
+and `-hex 32` always pass (none refused in 20,000 draws), 32 random letters and digits
+all but about one draw in 7,000, and so does a long passphrase; repeats do not."""
 _REPEAT = 3
 """A stretch of at least this many characters seen earlier in the secret counts once."""
 _ANALYSED = 512
