@@ -45,6 +45,10 @@ def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
         elif name == b"connection":
             token = value.strip().lower()
             close = token == b"close" or (close and token != b"keep-alive")
+    if status in (204, 304) or 100 <= status < 200:
+        # No body, whatever the headers say (RFC 9112 §6.3): waiting for one would wait
+        # for the server to close the connection.
+        return status, 0, False, close
     return status, length, chunked, close
 
 

@@ -66,6 +66,7 @@ class Minute:
     by_status: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    by_kind_latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Recorder:
@@ -82,6 +83,9 @@ class Recorder:
         minute.by_kind[kind] += 1
         minute.by_status[status] += 1
         minute.latencies.append(seconds)
+        # Rotations at either endpoint are one kind for the latency figures.
+        group = "rotation" if kind in ("token", "refresh") else kind
+        minute.by_kind_latencies.setdefault(group, []).append(seconds)
         if status != EXPECTED[kind]:
             self.error(kind, str(status or "transport"), body)
 

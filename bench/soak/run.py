@@ -165,6 +165,10 @@ def summarise_minute(index: int, minute: Minute, sample: dict[str, Any]) -> dict
         "error_kinds": dict(minute.errors),
         "p50_ms": _percentile(minute.latencies, 0.50),
         "p99_ms": _percentile(minute.latencies, 0.99),
+        "by_kind_ms": {
+            kind: {"p50": _percentile(values, 0.50), "p99": _percentile(values, 0.99)}
+            for kind, values in sorted(minute.by_kind_latencies.items())
+        },
         **sample,
     }
 
@@ -279,8 +283,16 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     rss: dict[str, dict[str, float]] = {}
     for pid in minutes[-1]["workers"] if minutes else {}:
         series = [row["workers"][pid]["rss_mib"] for row in minutes if pid in row["workers"]]
-        rss[pid] = {"first": series[0], "last": series[-1], "max": max(series)}
+        rss[pid] = {
+            "first": series[0],
+            "after_ramp": series[min(2, len(series) - 1)],
+            "last": series[-1],
+            "max": max(series),
+        }
     p99 = [row["p99_ms"] for row in steady if row["p99_ms"] is not None]
+    rotation_p99 = [
+        row["by_kind_ms"]["rotation"]["p99"] for row in steady if "rotation" in row["by_kind_ms"]
+    ]
     cpu = [sum(w["cpu_pct"] or 0 for w in row["workers"].values()) for row in steady]
     return {
         "requests": requests,
@@ -292,6 +304,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             "min": min(p99, default=None),
             "median": statistics.median(p99) if p99 else None,
             "max": max(p99, default=None),
+        },
+        "rotation_p99_ms_steady": {
+            "min": min(rotation_p99, default=None),
+            "median": statistics.median(rotation_p99) if rotation_p99 else None,
+            "max": max(rotation_p99, default=None),
         },
         "p50_ms_steady_median": statistics.median(
             [row["p50_ms"] for row in steady if row["p50_ms"] is not None] or [0]
@@ -310,7 +327,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _header() -> str:
     return (
-        f"{'min':>3} {'req/s':>7} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'min':>3} {'req/s':>7} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} {'rot p99':>7} "
         f"{'RSS MiB per worker':>20} {'workers CPU%':>12} {'machine%':>8}"
     )
 
@@ -318,9 +335,10 @@ def _header() -> str:
 def _row(row: dict[str, Any]) -> str:
     rss = " ".join(f"{w['rss_mib']:.0f}" for w in row["workers"].values())
     cpu = sum(w["cpu_pct"] or 0 for w in row["workers"].values())
+    rotation = row["by_kind_ms"].get("rotation", {}).get("p99") or 0
     return (
         f"{row['minute']:>3} {row['per_second']:>7} {row['errors']:>4} "
-        f"{row['p50_ms'] or 0:>7} {row['p99_ms'] or 0:>7} {rss:>20} {cpu:>12.1f} "
+        f"{row['p50_ms'] or 0:>7} {row['p99_ms'] or 0:>7} {rotation:>7} {rss:>20} {cpu:>12.1f} "
         f"{row['machine_busy_pct']:>8}"
     )
 
@@ -372,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     s = result["summary"]
     print(
         f"\n{s['requests']} requests ({s['per_second']}/s), {s['errors']} errors, "
-        f"statuses {s['by_status']}; p99 steady {s['p99_ms_steady']} ms; "
+        f"statuses {s['by_status']}; p99 steady {s['p99_ms_steady']} ms, rotations "
+        f"{s['rotation_p99_ms_steady']} ms; "
         f"RSS per worker {s['rss_mib_per_worker']}; purges {s['purges']} "
         f"({s['purge_failures']} failed, {s['purged_rows']} rows); "
         f"workers CPU {s['workers_cpu_pct_steady_mean']} %, generator "
