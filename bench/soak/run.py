@@ -232,7 +232,7 @@ async def soak(args: argparse.Namespace, deployment: Deployment, log: Path) -> d
         for index in range(total):
             await asyncio.sleep(max(0.0, recorder.start + 60 * (index + 1) - time.monotonic()))
             sample = sampler.sample()
-            row = summarise_minute(index, recorder.minutes.get(index, Minute()), sample)
+            row = summarise_minute(index, recorder.minutes.pop(index, Minute()), sample)
             minutes.append(row)
             print(_row(row), flush=True)
         driver.stopping.set()
