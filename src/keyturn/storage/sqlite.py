@@ -3,9 +3,13 @@
 WAL journal, so readers never wait for the writer. Every write is one transaction begun
 with `BEGIN IMMEDIATE`, which takes the write lock up front: two processes never both
 read and then fail to upgrade to a write (no `SQLITE_BUSY` deadlock), and a busy writer
-is waited for up to the timeout. `synchronous=NORMAL` keeps every commit across an
-application crash (WAL is on disk before the commit returns); only an operating-system
-crash can lose the last transactions, and then consistently.
+is waited for up to the timeout. `synchronous=FULL`: the WAL is synced to the disk
+before a commit returns, so every answer that carries a token (or confirms a
+revocation) is on the disk first. With `NORMAL` the last seconds of commits sit in the
+operating system's cache: an OS crash, a power cut or a disk error that turns the
+filesystem read-only (`errors=remount-ro`) loses them, and a device then holds a token
+of a generation the store never reached, or a revoked session comes back
+(docs/decisions/sqlite-durability.md).
 
 The hot operations (single-row reads, the rotation's compare-and-swap, a session's
 insert or revocation) run on the event loop's own thread, on a connection that never
@@ -131,7 +135,7 @@ class SqliteStore:
         db.row_factory = sqlite3.Row
         db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
         if not wait:
             db.execute("PRAGMA wal_autocheckpoint = 0")
