@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from keyturn.client.dpop import DpopKey
+
 PASSWORD = "correct horse battery staple"
 _BODY = struct.Struct(">BH16sI8s")
 
@@ -38,7 +40,7 @@ def token_parts(refresh_token: str) -> tuple[uuid.UUID, int]:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    kind: str  # rotation, login, introspection, readyz, probe
+    kind: str  # rotation, login, introspection, readyz
     sent: float
     took: float
     status: int | None  # None: no answer (connection refused or reset, timeout)
@@ -106,12 +108,21 @@ def call(
     return response
 
 
-def login(base: str, client_id: str = "native", timeout: float = 30) -> dict[str, Any]:
-    answer = httpx.post(
-        f"{base}/auth/login",
-        json={"username": "alice", "password": PASSWORD, "client_id": client_id},
-        timeout=timeout,
-    )
+def login(
+    base: str,
+    client_id: str = "native",
+    *,
+    secret: str | None = None,
+    dpop: DpopKey | None = None,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """A login of alice through `client_id` (with its `secret`; bound to `dpop`)."""
+    body = {"username": "alice", "password": PASSWORD, "client_id": client_id}
+    if secret is not None:
+        body["client_secret"] = secret
+    url = f"{base}/auth/login"
+    headers = {"DPoP": dpop.proof("POST", url)} if dpop else None
+    answer = httpx.post(url, json=body, headers=headers, timeout=timeout)
     answer.raise_for_status()
     body: dict[str, Any] = answer.json()
     return body
@@ -126,6 +137,7 @@ class Chain:
     record: Record
     client_id: str = "native"
     secret: str | None = None
+    dpop: DpopKey | None = None  # a fresh proof of this key on every request
     retry_pause: float = 0.05
     give_up_after: float = 60.0
     rotations: int = 0
@@ -146,7 +158,14 @@ class Chain:
             data["client_id"] = self.client_id
         else:
             auth = (self.client_id, self.secret)
-        return lambda: client.post(f"{base}/oauth/token", data=data, auth=auth)
+        url = f"{base}/oauth/token"
+        key = self.dpop
+
+        def send() -> httpx.Response:
+            headers = {"DPoP": key.proof("POST", url)} if key else None
+            return client.post(url, data=data, auth=auth, headers=headers)
+
+        return send
 
     def rotate_once(self, client: httpx.Client, turn: int) -> bool:
         """One rotation, retried with the same token until answered; False if refused."""
@@ -253,15 +272,21 @@ class Looper:
 
 
 def login_looper(
-    record: Record, base: str, pause: float = 0.2, issued: list[str] | None = None
+    record: Record,
+    base: str,
+    pause: float = 0.2,
+    issued: list[str] | None = None,
+    *,
+    client_id: str = "native",
+    secret: str | None = None,
 ) -> Looper:
-    """Logins of alice through `native`; the refresh tokens answered go to `issued`."""
+    """Logins of alice through `client_id`; the refresh tokens answered go to `issued`."""
+    body = {"username": "alice", "password": PASSWORD, "client_id": client_id}
+    if secret is not None:
+        body["client_secret"] = secret
 
     def send(client: httpx.Client) -> httpx.Response:
-        return client.post(
-            f"{base}/auth/login",
-            json={"username": "alice", "password": PASSWORD, "client_id": "native"},
-        )
+        return client.post(f"{base}/auth/login", json=body)
 
     def keep(response: httpx.Response) -> None:
         if issued is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+
 from bench.faults.load import (
     Answer,
     Chain,
@@ -47,6 +48,7 @@ from bench.faults.services import (
     private_redis,
     worker_pids,
 )
+from keyturn.client.dpop import DpopKey
 
 # The load comes from one address with few clients: the rate limits under test are set
 # where a scenario needs them, the others out of the way.
@@ -395,20 +397,41 @@ def _probe(a: str, b: str, client_id: str, limit: int) -> dict[str, Any]:
     return {"first_at_a": dict(first), "next_at_b": send(b), "next_at_a": send(a)}
 
 
+def _limits_checked(
+    result: Result,
+    before: dict[str, Any],
+    during: dict[str, Any],
+    after: dict[str, Any],
+    warnings: int,
+) -> None:
+    if before["next_at_b"] != 429:
+        result.violations.append(f"with Redis, B did not see A's count: {before}")
+    if during["next_at_b"] == 429 or during["next_at_a"] != 429:
+        result.violations.append(f"without Redis, limits are not per process: {during}")
+    if after["next_at_b"] != 429:
+        result.violations.append(f"Redis back, B did not see A's count: {after}")
+    if warnings == 0:
+        result.violations.append("no warning in the log while Redis was away")
+
+
 def redis_stopped(
     database: Database, workdir: Path, *, limit: int = 20, load: float = 2.0
 ) -> Result:
     """Two keyturn servers on one database and a private Redis: the per-address limit
-    of a public client is shared between them; Redis is stopped under load and started
-    again."""
+    of a public client is shared between them; Redis is stopped under rotations
+    (confidential, and one DPoP-bound), logins and introspection, and started again.
+    Only the DPoP-bound device may be refused meanwhile (503: its proofs' replay cache
+    is Redis, and refuses rather than pass a proof it cannot record)."""
     result = Result("redis_stopped")
     record = Record()
+    dpop_record = Record()
     with private_redis() as redis:
         env = {
             **database.env(),
             **UNLIMITED,
             "KEYTURN_REDIS_URL": redis.url,
             "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": str(limit),
+            "KEYTURN_DPOP_NONCES": "false",
         }
         with (
             keyturn_server(env, workdir / "redis-a.log") as a,
@@ -416,29 +439,36 @@ def redis_stopped(
         ):
             secret = database.secrets["conf"]
             access = login(a.base)["access_token"]
-
-            def conf_token() -> str:
-                answer = httpx.post(
-                    f"{a.base}/auth/login",
-                    json={
-                        "username": "alice",
-                        "password": "correct horse battery staple",
-                        "client_id": "conf",
-                        "client_secret": secret,
-                    },
-                    timeout=30,
-                )
-                answer.raise_for_status()
-                token: str = answer.json()["refresh_token"]
-                return token
-
             chains = [
-                Chain([a.base, b.base], conf_token(), record, client_id="conf", secret=secret)
+                Chain(
+                    [a.base, b.base],
+                    login(a.base, "conf", secret=secret)["refresh_token"],
+                    record,
+                    client_id="conf",
+                    secret=secret,
+                )
                 for _ in range(2)
             ]
+            # A DPoP-bound device: its proofs' replay cache is Redis too, and refuses
+            # (503) rather than pass a proof it cannot record (docs/decisions.md, DPoP).
+            key = DpopKey.generate()
+            bound = Chain(
+                [a.base, b.base],
+                login(a.base, "conf", secret=secret, dpop=key)["refresh_token"],
+                dpop_record,
+                client_id="conf",
+                secret=secret,
+                dpop=key,
+                retry_pause=0.1,
+            )
+            chains.append(bound)
             loopers = [
                 introspection_looper(record, a.base, database.secrets["rs"], access, 0.1),
                 introspection_looper(record, b.base, database.secrets["rs"], access, 0.1),
+                # Through `conf`: logins naming a public client share its per-address
+                # count, which the probes use up.
+                login_looper(record, a.base, 0.3, client_id="conf", secret=secret),
+                login_looper(record, b.base, 0.3, client_id="conf", secret=secret),
             ]
             for worker in [*chains, *loopers]:
                 worker.start()
@@ -451,6 +481,7 @@ def redis_stopped(
             time.sleep(load / 2)
             restarting = time.monotonic()
             redis.start()
+            restarted = time.monotonic()
             time.sleep(1.0)
             after = _probe(a.base, b.base, PROBES[2], limit)
             shared_keys = len(redis.command("--scan", "--pattern", "keyturn:rl:*").split())
@@ -468,17 +499,21 @@ def redis_stopped(
     answers = record.snapshot()
     _never_500(result, answers)
     outage = [x for x in answers if stopping <= x.sent < restarting]
+    dpop_answers = dpop_record.snapshot()
+    _never_500(result, dpop_answers)
+    # Until redis-server answers again (a request sent while it starts is still refused).
+    dpop_outage = [x for x in dpop_answers if x.sent + x.took >= stopping and x.sent < restarted]
+    for x in dpop_answers:
+        away = x.sent + x.took >= stopping and x.sent < restarted
+        if x.status != 200 and not (away and _is_unavailable(x)):
+            result.violations.append(
+                f"DPoP {x.kind} answered {x.status} {x.error}, sent "
+                f"{x.sent - restarted:+.3f} s after Redis answered again"
+            )
     for x in answers:
         if x.status != 200:
             result.violations.append(f"{x.kind} answered {x.status} {x.error}")
-    if before["next_at_b"] != 429:
-        result.violations.append(f"with Redis, B did not see A's count: {before}")
-    if during["next_at_b"] == 429 or during["next_at_a"] != 429:
-        result.violations.append(f"without Redis, limits are not per process: {during}")
-    if after["next_at_b"] != 429:
-        result.violations.append(f"Redis back, B did not see A's count: {after}")
-    if warnings == 0:
-        result.violations.append("no warning in the log while Redis was away")
+    _limits_checked(result, before, during, after, warnings)
     result.figures = {
         "servers": 2,
         "limit_per_minute": limit,
@@ -491,6 +526,8 @@ def redis_stopped(
         "answers_by_status": _statuses(answers),
         "answers_not_200": sum(1 for x in answers if x.status != 200),
         "chains_continued": f"{went_on}/{len(chains)}",
+        "dpop_rotations_by_status": _statuses(dpop_answers).get("rotation", {}),
+        "dpop_503_while_redis_away": sum(1 for x in dpop_outage if x.status == 503),
     }
     return result
 

@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from bench.faults import scenarios
 from bench.faults.seed import prepare
 from bench.faults.services import can_mount, postgres_binaries
+
 from support.availability import missing
 
 pytestmark = pytest.mark.slow
@@ -103,3 +103,46 @@ def test_fault_sqlite_disk_answers_503_keeps_every_answered_token_and_restarts_c
     assert figures["integrity_check"] == "ok"
     assert figures["writes_503_during_fault"] > 0
     assert figures["chains_continued"] == "4/4"
+
+
+async def test_fault_redis_stopped_and_back_the_first_command_on_an_old_connection_succeeds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection opened before Redis restarted is dead; using it must not be the
+    request's failure: the DPoP proof refused with 503, the revocation never announced
+    to the resource servers that follow the channel, the limit counted per process."""
+    from datetime import UTC, datetime, timedelta
+
+    from bench.faults.services import PrivateRedis
+    from keyturn.core.ids import ClientId, SessionId
+    from keyturn.core.models import EndedSession, RevocationReason
+    from keyturn.storage.dpop_replay import RedisProofReplayCache
+    from keyturn.storage.limits import RedisLimiter
+    from keyturn.storage.revocation_channel import RedisRevocationChannel
+
+    if shutil.which("redis-server") is None:
+        missing("redis-server", "PATH", "install redis-server")
+    redis = PrivateRedis()
+    redis.start()
+    cache = RedisProofReplayCache(redis.url)
+    limiter = RedisLimiter(redis.url)
+    channel = RedisRevocationChannel(redis.url)
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    ended = [EndedSession(SessionId("s1"), ClientId("c1"))]
+    try:
+        # One pooled connection each, opened while Redis is up.
+        assert await cache.first_use("before", soon)
+        assert await limiter.hit("k", 100, 60) is None
+        await channel.revoked(ended, RevocationReason.LOGOUT, soon)
+        redis.stop()
+        redis.start()  # the same port, a new server: every old connection is closed
+        caplog.clear()
+        assert await cache.first_use("after", soon)
+        assert await limiter.hit("k2", 100, 60) is None
+        await channel.revoked(ended, RevocationReason.LOGOUT, soon)
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+        assert redis.command("GET", "keyturn:rl:k2").strip() == b"1"
+    finally:
+        for client in (cache, limiter, channel):
+            await client.close()
+        redis.stop()

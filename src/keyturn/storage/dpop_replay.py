@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from keyturn.core.dpop import BoundedProofReplayCache
 from keyturn.core.errors import StoreUnavailable
+from keyturn.storage import redis_client
 
 log = logging.getLogger("keyturn.dpop")
 
@@ -47,10 +48,9 @@ class RedisProofReplayCache:
 
     def __init__(self, url: str, *, prefix: str = KEY_PREFIX) -> None:
         # Imported here: a server without Redis never loads the client (memory per worker).
-        from redis import asyncio as aioredis
         from redis.exceptions import RedisError
 
-        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = redis_client.connect(url)
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._prefix = prefix
 

@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from keyturn.storage import redis_client
+
 log = logging.getLogger("keyturn.limits")
 
 MAX_KEYS = 100_000
@@ -82,10 +84,9 @@ class MemoryLimiter:
 class RedisLimiter:
     def __init__(self, url: str, fallback: MemoryLimiter | None = None) -> None:
         # Imported here: a server without Redis never loads the client (memory per worker).
-        from redis import asyncio as aioredis
         from redis.exceptions import RedisError
 
-        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = redis_client.connect(url)
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._fallback = fallback or MemoryLimiter()
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from keyturn.core.audit import SecurityEvent
 from keyturn.core.ids import SessionId
 from keyturn.core.models import EndedSession, RevocationReason
+from keyturn.storage import redis_client
 
 log = logging.getLogger("keyturn.revocations")
 
@@ -26,10 +27,9 @@ CHANNEL = "keyturn:revocations"
 class RedisRevocationChannel:
     def __init__(self, url: str, channel: str = CHANNEL) -> None:
         # Imported here: a server without Redis never loads the client (memory per worker).
-        from redis import asyncio as aioredis
         from redis.exceptions import RedisError
 
-        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis = redis_client.connect(url)
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self.channel = channel
 
