@@ -114,6 +114,7 @@ async def test_fault_redis_stopped_and_back_the_first_command_on_an_old_connecti
     from datetime import UTC, datetime, timedelta
 
     from bench.faults.services import PrivateRedis
+
     from keyturn.core.ids import ClientId, SessionId
     from keyturn.core.models import EndedSession, RevocationReason
     from keyturn.storage.dpop_replay import RedisProofReplayCache
