@@ -402,8 +402,11 @@ def _limits_checked(
     before: dict[str, Any],
     during: dict[str, Any],
     after: dict[str, Any],
-    warnings: int,
+    said: tuple[int, int],
 ) -> None:
+    """The probes saw the count shared, then per process, then shared again; the log
+    said so (warnings when Redis went away, and lines when it came back)."""
+    warnings, shared_again = said
     if before["next_at_b"] != 429:
         result.violations.append(f"with Redis, B did not see A's count: {before}")
     if during["next_at_b"] == 429 or during["next_at_a"] != 429:
@@ -412,6 +415,8 @@ def _limits_checked(
         result.violations.append(f"Redis back, B did not see A's count: {after}")
     if warnings == 0:
         result.violations.append("no warning in the log while Redis was away")
+    if shared_again == 0:
+        result.violations.append("the log never said the limits were shared again")
 
 
 def redis_stopped(
@@ -493,9 +498,9 @@ def redis_stopped(
             _check_chains(result, database, chains, "after Redis returned")
             for chain in chains:
                 chain.stop()
-            warnings = sum(
-                log.count("redis unavailable for rate limits") for log in (a.log(), b.log())
-            )
+            logs = (a.log(), b.log())
+            warnings = sum(log.count("redis unavailable for rate limits") for log in logs)
+            shared_again = sum(log.count("rate limits are shared again") for log in logs)
     answers = record.snapshot()
     _never_500(result, answers)
     outage = [x for x in answers if stopping <= x.sent < restarting]
@@ -513,7 +518,7 @@ def redis_stopped(
     for x in answers:
         if x.status != 200:
             result.violations.append(f"{x.kind} answered {x.status} {x.error}")
-    _limits_checked(result, before, during, after, warnings)
+    _limits_checked(result, before, during, after, (warnings, shared_again))
     result.figures = {
         "servers": 2,
         "limit_per_minute": limit,
@@ -522,6 +527,7 @@ def redis_stopped(
         "probe_redis_back": after,
         "rate_limit_keys_in_redis_after": shared_keys,
         "log_warnings": warnings,
+        "log_shared_again": shared_again,
         "answers_while_redis_away": len(outage),
         "answers_by_status": _statuses(answers),
         "answers_not_200": sum(1 for x in answers if x.status != 200),

@@ -89,6 +89,23 @@ class RedisLimiter:
         self._redis = redis_client.connect(url)
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._fallback = fallback or MemoryLimiter()
+        self._per_process = False
+
+    def _unavailable(self, error: Exception) -> None:
+        # Said once when counting per process begins, not once per request: under load
+        # that would be thousands of lines a second, and the log is what the operator
+        # reads during the outage.
+        if not self._per_process:
+            self._per_process = True
+            log.warning(
+                "redis unavailable for rate limits, counting per process until it answers: %s",
+                error,
+            )
+
+    def _answered(self) -> None:
+        if self._per_process:
+            self._per_process = False
+            log.info("redis answers again: rate limits are shared again")
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         name = f"keyturn:rl:{key}"
@@ -99,8 +116,9 @@ class RedisLimiter:
                 pipe.ttl(name)
                 count, _, ttl = await pipe.execute()
         except self._failures as error:
-            log.warning("redis unavailable for rate limits, counting per process: %s", error)
+            self._unavailable(error)
             return await self._fallback.hit(key, limit, window_seconds)
+        self._answered()
         return None if int(count) <= limit else max(1, int(ttl))
 
     async def peek(self, key: str, limit: int, window_seconds: int) -> int | None:
@@ -111,8 +129,9 @@ class RedisLimiter:
                 pipe.ttl(name)
                 count, ttl = await pipe.execute()
         except self._failures as error:
-            log.warning("redis unavailable for rate limits, counting per process: %s", error)
+            self._unavailable(error)
             return await self._fallback.peek(key, limit, window_seconds)
+        self._answered()
         return None if count is None or int(count) < limit else max(1, int(ttl))
 
     async def close(self) -> None:
