@@ -89,19 +89,25 @@ def run(args: argparse.Namespace, workdir: Path) -> list[scenarios.Result]:
         # Their database is a cluster of their own too: nothing shared is loaded.
         with private_postgres() as cluster:
             if "crash" in only:
-                database = scenarios.shared_postgres_schema(cluster.url, "crash")
-                results.append(
-                    _run(
-                        "crash mid-rotation",
-                        lambda: scenarios.crash_mid_rotation(
-                            database,
-                            workdir,
-                            devices=args.devices,
-                            kills=args.kills,
-                            seed=args.seed,
-                        ),
+                # Directly, then with PostgreSQL's answers 5 ms away: a kill then mostly
+                # falls between a rotation's commit and its answer.
+                for delay in (0.0, 0.005):
+                    database = scenarios.shared_postgres_schema(
+                        cluster.url, f"crash_{round(delay * 1000)}ms"
                     )
-                )
+                    results.append(
+                        _run(
+                            f"crash mid-rotation (database {delay * 1000:.0f} ms away)",
+                            lambda database=database, delay=delay: scenarios.crash_mid_rotation(
+                                database,
+                                workdir,
+                                devices=args.devices,
+                                kills=args.kills,
+                                seed=args.seed,
+                                db_delay=delay,
+                            ),
+                        )
+                    )
             if "redis" in only:
                 database = scenarios.shared_postgres_schema(cluster.url, "redis")
                 results.append(
@@ -135,11 +141,11 @@ def summary(results: list[scenarios.Result]) -> str:
     lines = ["| scenario | key figures | violations |", "| --- | --- | ---: |"]
     for result in results:
         f = result.figures
-        if result.name == "crash_mid_rotation":
+        if result.name.startswith("crash_mid_rotation"):
             key = (
                 f"{f['kills']} kills, {f['rotations']} rotations, "
                 f"{f['requests_failed_during_a_kill']} requests cut by a kill (all retried), "
-                f"{f['replays_answered']} replays, chains continued {f['chains_continued']}, "
+                f"replays {f['replays_recorded']}, chains continued {f['chains_continued']}, "
                 f"respawn median {f['worker_respawn_ms']['median']} ms"
             )
         elif result.name.startswith("postgres_stopped"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -40,8 +42,9 @@ from bench.faults.load import (
     readyz_looper,
     token_parts,
 )
-from bench.faults.seed import PROBES, Database, prepare, sessions
+from bench.faults.seed import PROBES, Database, prepare, replays, sessions
 from bench.faults.services import (
+    SlowLink,
     SmallDisk,
     keyturn_server,
     private_postgres,
@@ -169,6 +172,46 @@ def _logins_stored(result: Result, database: Database, issued: list[str]) -> int
 # 1. Crash mid-rotation over HTTP
 
 
+def _kill_workers(
+    result: Result,
+    pid: int,
+    chains: Sequence[Chain],
+    database: Database,
+    rng: random.Random,
+    kills: int,
+    seen: tuple[list[float], set[tuple[str, int]]],
+) -> int:
+    """SIGKILL a random worker of server `pid` `kills` times, at random moments; after
+    each, wait for the supervisor's new worker, let the chains settle and check the
+    store. Returns the kills done; respawn times and replays go into `seen`."""
+    respawn, replayed = seen
+    killed = 0
+    for n in range(kills):
+        time.sleep(rng.uniform(0.2, 1.2))
+        alive = worker_pids(pid)
+        if not alive:
+            result.violations.append(f"kill {n}: no worker process left")
+            break
+        victim = rng.choice(alive)
+        at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        killed += 1
+        while True:
+            now = worker_pids(pid)
+            if victim not in now and len(now) == 2:
+                respawn.append(time.monotonic() - at)
+                break
+            if time.monotonic() - at > 30:
+                result.violations.append(f"kill {n}: the worker was not replaced in 30 s")
+                break
+            time.sleep(0.02)
+        _pause(chains)
+        _check_chains(result, database, chains, f"after kill {n}", replayed)
+        for chain in chains:
+            chain.resume()
+    return killed
+
+
 def crash_mid_rotation(
     database: Database,
     workdir: Path,
@@ -177,18 +220,31 @@ def crash_mid_rotation(
     kills: int = 20,
     seed: int = 7,
     grace_seconds: int = 30,
+    db_delay: float = 0.0,
 ) -> Result:
     """`keyturn serve --workers 2`; `devices` chains rotate while a random worker is
     SIGKILLed `kills` times. uvicorn's supervisor replaces a dead worker (it checks
     every 0.5 s); after each kill the chains finish what they had in flight and the
-    store is checked."""
-    result = Result("crash_mid_rotation")
+    store is checked. With `db_delay`, PostgreSQL's answers reach keyturn that much
+    later (`SlowLink`): a kill then mostly lands between a rotation's commit and its
+    answer, and the device's retry must be answered as a replay."""
+    name = "crash_mid_rotation" + (f"_db_{round(db_delay * 1000)}ms" if db_delay else "")
+    result = Result(name)
     rng = random.Random(seed)
     record = Record()
     env = {**database.env(), **UNLIMITED, "KEYTURN_GRACE_SECONDS": str(grace_seconds)}
     respawn: list[float] = []
     replayed: set[tuple[str, int]] = set()
-    with keyturn_server(env, workdir / "crash-server.log", workers=2) as server:
+    with contextlib.ExitStack() as stack:
+        if db_delay:
+            parts = urlsplit(database.url)
+            link = stack.enter_context(
+                SlowLink(parts.hostname or "127.0.0.1", parts.port or 5432, db_delay)
+            )
+            env["KEYTURN_DATABASE_URL"] = parts._replace(
+                netloc=f"{parts.username}@127.0.0.1:{link.port}"
+            ).geturl()
+        server = stack.enter_context(keyturn_server(env, workdir / f"{name}-server.log", workers=2))
         pid = server.proc.pid
         first = worker_pids(pid)
         if len(first) != 2:
@@ -200,30 +256,7 @@ def crash_mid_rotation(
         for chain in chains:
             chain.start()
         started = time.monotonic()
-        killed = 0
-        for n in range(kills):
-            time.sleep(rng.uniform(0.2, 1.2))
-            alive = worker_pids(pid)
-            if not alive:
-                result.violations.append(f"kill {n}: no worker process left")
-                break
-            victim = rng.choice(alive)
-            at = time.monotonic()
-            os.kill(victim, signal.SIGKILL)
-            killed += 1
-            while True:
-                now = worker_pids(pid)
-                if victim not in now and len(now) == 2:
-                    respawn.append(time.monotonic() - at)
-                    break
-                if time.monotonic() - at > 30:
-                    result.violations.append(f"kill {n}: the worker was not replaced in 30 s")
-                    break
-                time.sleep(0.02)
-            _pause(chains)
-            _check_chains(result, database, chains, f"after kill {n}", replayed)
-            for chain in chains:
-                chain.resume()
+        killed = _kill_workers(result, pid, chains, database, rng, kills, (respawn, replayed))
         time.sleep(1.0)
         loaded = time.monotonic() - started
         _pause(chains)
@@ -239,6 +272,7 @@ def crash_mid_rotation(
     no_answer = [a for a in rotations if a.status is None]
     result.figures = {
         "store": "postgresql",
+        "db_reply_delay_ms": round(db_delay * 1000),
         "workers": 2,
         "devices": devices,
         "kills": killed,
@@ -253,7 +287,8 @@ def crash_mid_rotation(
         "failures_by_kind": dict(collections.Counter(a.error or "" for a in no_answer)),
         "retried_then_answered_200": sum(1 for a in rotations if a.retry and a.status == 200),
         "answers_by_status": _statuses(answers),
-        "replays_answered": len(replayed),
+        "replays_recorded": replays(database),
+        "budgeted_replays_in_the_replay_logs": len(replayed),
         "chains_continued": f"{went_on}/{devices}",
         "sessions_ended": sum(1 for v in result.violations if "ended" in v),
         "sessions_with_a_second_live_token": sum(1 for v in result.violations if "holds" in v),

@@ -9,6 +9,7 @@ counted per client and address, so each probe starts from zero).
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass
 
 from keyturn.core.ids import SessionId
@@ -80,3 +81,20 @@ async def _sessions(settings: Settings, ids: list[str]) -> dict[str, Session | N
 def sessions(database: Database, ids: list[str]) -> dict[str, Session | None]:
     """The stored sessions `ids`, read through keyturn's own store."""
     return asyncio.run(_sessions(database.settings(), ids))
+
+
+async def _replays(settings: Settings) -> dict[str, int]:
+    engine = await open_engine(settings)
+    try:
+        found = await engine.store.list_events(type="refresh_replayed", limit=1_000_000)
+        reasons = collections.Counter(str(recorded.event.reason) for recorded in found)
+        return dict(sorted(reasons.items()))
+    finally:
+        await engine.close()
+
+
+def replays(database: Database) -> dict[str, int]:
+    """The replays the audit log records, by outcome (`replayed_concurrent`: the same
+    device within seconds of the rotation, which spends no budget; `..._lost_response`;
+    `..._same_key`)."""
+    return asyncio.run(_replays(database.settings()))

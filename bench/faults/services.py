@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import glob
@@ -24,6 +25,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -357,3 +359,68 @@ def can_mount(kind: str) -> str | None:
         detail = getattr(error, "stderr", "") or str(error)
         return f"cannot mount a small {kind} filesystem here: {str(detail).strip()}"
     return None
+
+
+class SlowLink:
+    """A TCP relay to `host:port` that holds every byte coming back from the server for
+    `delay` seconds (in order, without slowing the stream down otherwise): a database
+    across a network. A statement's effect is then committed well before its answer
+    reaches keyturn, so a worker killed in between leaves a commit nobody was told of."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target = (host, port)
+        self.delay = delay
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> SlowLink:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            self._forward(reader, up_writer, 0.0),
+            self._forward(up_reader, writer, self.delay),
+            return_exceptions=True,
+        )
+
+    async def _forward(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    break
+                sink.write(data)
+                await sink.drain()
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while True:
+                data = await source.read(65536)
+                await queue.put((loop.time() + delay, data))
+                if not data:
+                    break
+            await delivering
+        finally:
+            delivering.cancel()
+            sink.close()
