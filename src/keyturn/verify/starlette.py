@@ -9,8 +9,10 @@ FastAPI:
 
 Starlette: `token = await read(request)` at the top of an endpoint. Failures are
 `HTTPException`s answered as RFC 6750 §3 asks: 401 with `WWW-Authenticate: Bearer
-error="invalid_token"`, 403 with `error="insufficient_scope"`, and 503 when the issuer's
-keys cannot be had.
+error="invalid_token"`, 403 with `error="insufficient_scope"`, 400 with
+`error="invalid_request"` for a token sent both in the header and in a form body, and 503
+when the issuer's keys cannot be had. Only the `Authorization` header carries a token: one
+in the query string is ignored (OAuth 2.1 §5.1.2), as is one in a form body alone.
 
 DPoP-bound tokens (RFC 9449) need `require_dpop_scopes(DpopTokenVerifier(verifier),
 ...)`, which takes them under the `DPoP` scheme with a proof, and bearer tokens too
@@ -20,7 +22,7 @@ unless told not to; `require_scopes` refuses a bound token.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -44,30 +46,64 @@ def bearer_token(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def require_scopes(verifier: Verifier, *scopes: str) -> Callable[[Request], Awaitable[AccessToken]]:
+async def _token_in_body(request: Request) -> bool:
+    """Whether the request also carries an `access_token` form parameter (RFC 6750 §2.2:
+    a form-encoded body of a method that has one). The body read here stays readable by
+    the endpoint."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if request.method in ("GET", "HEAD") or media_type != "application/x-www-form-urlencoded":
+        return False
+    try:
+        body = (await request.body()).decode("latin-1")
+    except RuntimeError:
+        # Read already without its bytes kept: FastAPI parses a form so before the
+        # dependencies run, and keeps the form.
+        try:
+            return "access_token" in await request.form()
+        except (AssertionError, RuntimeError):  # no form kept, and none to be had
+            return False
+    return any(name == "access_token" for name, _ in parse_qsl(body, keep_blank_values=True))
+
+
+def require_scopes(
+    verifier: Verifier, *scopes: str, realm: str | None = None
+) -> Callable[[Request], Awaitable[AccessToken]]:
     """A dependency that verifies the request's bearer token and that it carries every
-    one of `scopes`; it returns the token and keeps it as `request.state.access_token`."""
+    one of `scopes`; it returns the token and keeps it as `request.state.access_token`.
+    `realm`, if given, is named in every challenge (RFC 6750 §3)."""
     wanted = " ".join(scopes)
+    if realm is not None and ('"' in realm or "\\" in realm or not realm.isprintable()):
+        raise ValueError("a realm is printable and has no quote or backslash")
+    scheme = "Bearer" if realm is None else f'Bearer realm="{realm}"'
+    separator = " " if realm is None else ", "
+
+    def challenge(params: str) -> dict[str, str]:
+        return {"WWW-Authenticate": scheme + separator + params}
 
     async def dependency(request: Request) -> AccessToken:
         token = bearer_token(request)
         if token is None:
-            # RFC 6750 §3.1: no error code when the request carried no token at all.
-            raise HTTPException(401, "Bearer token required.", {"WWW-Authenticate": "Bearer"})
+            # RFC 6750 §3.1: no error code when the request carried no token at all; a
+            # token in the query string is none (OAuth 2.1 §5.1.2: it MUST be ignored).
+            raise HTTPException(401, "Bearer token required.", {"WWW-Authenticate": scheme})
+        if await _token_in_body(request):
+            # RFC 6750 §3.1: a request that "uses more than one method to include an
+            # access token" is invalid_request.
+            raise HTTPException(
+                400, _PUBLIC["invalid_request"], challenge('error="invalid_request"')
+            )
         try:
             verified = await verifier.verify_async(token)
             verified.require_scopes(*scopes)
         except TokenRejected:
             raise HTTPException(
-                401,
-                "The access token is invalid or expired.",
-                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                401, _PUBLIC["invalid_token"], challenge('error="invalid_token"')
             ) from None
         except InsufficientScope:
             raise HTTPException(
                 403,
-                "The access token lacks a scope this call needs.",
-                {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
+                _PUBLIC["insufficient_scope"],
+                challenge(f'error="insufficient_scope", scope="{wanted}"'),
             ) from None
         except KeysUnavailable:
             raise HTTPException(503, "The token issuer cannot be reached.") from None
@@ -133,6 +169,8 @@ def require_dpop_scopes(
         ):
             # RFC 6750 §3.1, RFC 9449 §7.1: no error code when no usable credentials came.
             raise HTTPException(401, "Access token required.", {"WWW-Authenticate": challenge})
+        if await _token_in_body(request):
+            raise refused(scheme, "invalid_request", 400)  # RFC 6750 §3.1
         try:
             if scheme == "dpop":
                 verified = await dpop.verify(
@@ -163,6 +201,7 @@ def require_dpop_scopes(
 
 
 _PUBLIC = {
+    "invalid_request": "The access token was sent more than once.",
     "invalid_token": "The access token is invalid or expired.",
     "invalid_dpop_proof": "The DPoP proof is invalid.",
     "use_dpop_nonce": "A DPoP proof with the server's nonce is required.",
