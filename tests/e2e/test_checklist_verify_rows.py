@@ -310,38 +310,73 @@ _watched_thread: int | None = None
 
 
 def _record_opens(event: str, args: tuple[Any, ...]) -> None:
-    if event == "open" and _opened is not None and threading.get_ident() == _watched_thread:
+    if event == "open" and _opened is not None and _watched_thread in (None, threading.get_ident()):
         _opened.append(args)
 
 
 sys.addaudithook(_record_opens)  # audit hooks cannot be removed; idle unless watching
 
 
-def files_opened_by(action: Callable[[], Any]) -> list[tuple[Any, ...]]:
-    """The `open` audit events (PEP 578) this thread raises while `action` runs."""
+@contextlib.contextmanager
+def watching_opens(*, every_thread: bool = False) -> Iterator[list[tuple[Any, ...]]]:
+    """The `open` audit events (PEP 578: `open()`, `io.open`, `os.open`) raised while
+    the block runs, on this thread or on every thread."""
     global _opened, _watched_thread
-    _opened, _watched_thread = [], threading.get_ident()
+    seen: list[tuple[Any, ...]] = []
+    _opened, _watched_thread = seen, None if every_thread else threading.get_ident()
     try:
-        action()
+        yield seen
     finally:
-        seen, _opened, _watched_thread = _opened, None, None
-    return seen
+        _opened, _watched_thread = None, None
 
 
-@pytest.mark.parametrize("kid", ["../../../../dev/null", "/dev/null", "..\\..\\windows\\win.ini"])
+TRAVERSALS = ["../../../../dev/null", "/dev/null", "..\\..\\windows\\win.ini"]
+
+
+def traversal_tokens(forger: Forger, kid: str) -> list[str]:
+    return [
+        forger.token({"alg": "HS256", "kid": kid}, sign=lambda d: hmac.digest(b"", d, "sha256")),
+        forger.token({"kid": kid}),  # the server's own signature, under the traversal kid
+    ]
+
+
+@pytest.mark.parametrize("kid", TRAVERSALS)
 def test_jv03_a_kid_naming_a_file_is_refused_and_the_kit_opens_no_file(
     server: Server, forger: Forger, kid: str
 ) -> None:
     checks = Checks(server)
     checks.accepted(forger.genuine)
-    assert files_opened_by(lambda: open(os.devnull).close())  # the hook sees opens
-    for forged in (
-        forger.token({"alg": "HS256", "kid": kid}, sign=lambda d: hmac.digest(b"", d, "sha256")),
-        forger.token({"kid": kid}),  # the server's own signature, under the traversal kid
-    ):
-        opened = files_opened_by(lambda token=forged: _kit_refuses(checks.kit, token))
+    with watching_opens() as seen:
+        open(os.devnull).close()
+    assert seen, "the hook sees an open"
+    for forged in traversal_tokens(forger, kid):
+        with watching_opens() as opened:
+            _kit_refuses(checks.kit, forged)
         assert opened == [], opened
         checks.refused(forged)
+
+
+def test_jv03_the_servers_own_check_opens_no_file_for_a_kid_naming_one(
+    server: Server, forger: Forger
+) -> None:
+    """Introspection, in process on the server's database: its check of a JWT (the one
+    the account API makes too) opens no file, on any thread."""
+
+    async def introspect(engine: Engine) -> list[tuple[Any, ...]]:
+        rs = await engine.admin.get_client("rs")
+        assert rs is not None
+        # Keys read and everything imported before watching.
+        assert (await engine.inspection.introspect(forger.genuine, rs))["active"]
+        opened: list[tuple[Any, ...]] = []
+        for kid in TRAVERSALS:
+            for forged in traversal_tokens(forger, kid):
+                with watching_opens(every_thread=True) as seen:
+                    answer = await engine.inspection.introspect(forged, rs)
+                assert answer == {"active": False}
+                opened += seen
+        return opened
+
+    assert with_engine(server, introspect) == []
 
 
 def _kit_refuses(kit: Verifier, token: str) -> None:
