@@ -672,6 +672,27 @@ def test_jv23_a_token_in_both_the_header_and_the_body_is_invalid_request(
     assert only_body.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
 
 
+def test_jv23_a_caller_without_a_good_token_cannot_make_the_kit_read_a_body(
+    api: str, forger: Forger
+) -> None:
+    """The body is looked into only once the header's token is good: a forged token with
+    a form body declared at 100 MB, of which not a byte is sent, is answered 401 at once
+    instead of the kit waiting for (and buffering) the body."""
+    host, _, port = api.removeprefix("http://").partition(":")
+    for route in ("/notes", "/dpop-notes"):
+        head = (
+            f"POST {route} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {forger.genuine}x\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 100000000\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(head.encode())
+            answer = sock.recv(65536).decode("latin-1")  # a timeout fails the test
+        assert answer.startswith("HTTP/1.1 401 "), (route, answer[:200])
+        assert 'error="invalid_token"' in answer
+
+
 def test_jv23_the_scheme_is_case_insensitive_and_the_errors_are_rfc_6750s(
     api: str, forger: Forger
 ) -> None:

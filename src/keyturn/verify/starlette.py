@@ -86,12 +86,6 @@ def require_scopes(
             # RFC 6750 §3.1: no error code when the request carried no token at all; a
             # token in the query string is none (OAuth 2.1 §5.1.2: it MUST be ignored).
             raise HTTPException(401, "Bearer token required.", {"WWW-Authenticate": scheme})
-        if await _token_in_body(request):
-            # RFC 6750 §3.1: a request that "uses more than one method to include an
-            # access token" is invalid_request.
-            raise HTTPException(
-                400, _PUBLIC["invalid_request"], challenge('error="invalid_request"')
-            )
         try:
             verified = await verifier.verify_async(token)
             verified.require_scopes(*scopes)
@@ -107,6 +101,13 @@ def require_scopes(
             ) from None
         except KeysUnavailable:
             raise HTTPException(503, "The token issuer cannot be reached.") from None
+        if await _token_in_body(request):
+            # RFC 6750 §3.1: a request that "uses more than one method to include an
+            # access token" is invalid_request. Looked for only once the header's token
+            # is good, so no caller without one can make the kit read a body.
+            raise HTTPException(
+                400, _PUBLIC["invalid_request"], challenge('error="invalid_request"')
+            )
         request.state.access_token = verified
         return verified
 
@@ -169,8 +170,6 @@ def require_dpop_scopes(
         ):
             # RFC 6750 §3.1, RFC 9449 §7.1: no error code when no usable credentials came.
             raise HTTPException(401, "Access token required.", {"WWW-Authenticate": challenge})
-        if await _token_in_body(request):
-            raise refused(scheme, "invalid_request", 400)  # RFC 6750 §3.1
         try:
             if scheme == "dpop":
                 verified = await dpop.verify(
@@ -194,6 +193,8 @@ def require_dpop_scopes(
             raise HTTPException(503, "The token issuer cannot be reached.") from None
         except StoreUnavailable:
             raise HTTPException(503, "The DPoP replay cache cannot be reached.") from None
+        if await _token_in_body(request):  # RFC 6750 §3.1, once the credentials are good
+            raise refused(scheme, "invalid_request", 400)
         request.state.access_token = verified
         return verified
 
