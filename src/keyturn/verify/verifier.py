@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +13,10 @@ from typing import Any
 import httpx
 
 from keyturn.crypto.access_tokens import InvalidAccessToken
-from keyturn.crypto.access_tokens import verify as verify_jwt
+from keyturn.verify.jwt_check import PreparedKeys, UnknownKid, verified_claims
 from keyturn.verify.keyset import KeySet, max_age
+from keyturn.verify.signatures import prepare
+from keyturn.verify.token_cache import DEFAULT_SIZE, CachedToken, TokenCache
 
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 MAX_LEEWAY = 60
@@ -73,6 +73,9 @@ class Verifier:
     `revoked`, if given, is asked about the token's `sid` on every call (a local set,
     such as `keyturn.verify.revocations.RevocationFeed.revoked`): never a network call.
     `leeway` (at most `MAX_LEEWAY`) is how far `exp`, `nbf` and `iat` may be off.
+    `cache_size` bounds how many verified tokens are remembered so a token seen again
+    costs no signature check (0: none); `exp`, `nbf`, `iat`, the revocation lookup and
+    the DPoP binding are still checked on every call (`keyturn.verify.token_cache`).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Verifier:
         http: httpx.Client | None = None,
         async_http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        cache_size: int = DEFAULT_SIZE,
     ) -> None:
         if not 0 <= leeway <= MAX_LEEWAY:
             raise ValueError(f"leeway is between 0 and {MAX_LEEWAY} seconds")
@@ -102,6 +106,8 @@ class Verifier:
         self._timeout = timeout
         self._clock = clock
         self._keys = KeySet()
+        self._prepared = PreparedKeys({})
+        self._cache = TokenCache(cache_size)
         self._fresh_until = 0.0
         self._fetched_at: float | None = None
         self._thread_lock = threading.Lock()
@@ -113,79 +119,132 @@ class Verifier:
         """The token, if it is a valid bearer token. A DPoP-bound token (one with
         `cnf.jkt`) is refused here: it is good only with a proof of its key
         (RFC 9449 §7.1), which `keyturn.verify.dpop` checks."""
-        if self._needs_keys(token):
+        if self._keys_stale():
             with self._thread_lock:
-                if self._needs_keys(token):
+                if self._keys_stale():
+                    self._fetch_sync()
+        try:
+            return self._check(token, bound=False)
+        except _UnknownKey:
+            # An unknown kid may be a key published since our last fetch: look once,
+            # but not more often than refetch_interval, so forged kids cannot flood
+            # the issuer.
+            if not self._may_refetch():
+                raise
+            with self._thread_lock:
+                if self._may_refetch():
                     self._fetch_sync()
         return self._check(token, bound=False)
 
     async def verify_async(self, token: str) -> AccessToken:
         """`verify` for async code."""
-        await self._load_keys_async(token)
-        return self._check(token, bound=False)
+        return await self._verify_async(token, bound=False)
 
     async def _verify_bound_async(self, token: str) -> AccessToken:
         """The token if it is valid and DPoP-bound; for `keyturn.verify.dpop` alone, which
         then checks the request's proof against `AccessToken.jkt`."""
-        await self._load_keys_async(token)
-        return self._check(token, bound=True)
+        return await self._verify_async(token, bound=True)
 
-    async def _load_keys_async(self, token: str) -> None:
-        if self._needs_keys(token):
-            if self._async_lock is None:
-                self._async_lock = asyncio.Lock()
-            async with self._async_lock:
-                if self._needs_keys(token):
-                    await self._fetch_async()
+    async def _verify_async(self, token: str, *, bound: bool) -> AccessToken:
+        if self._keys_stale():
+            await self._fetch_async_once(self._keys_stale)
+        try:
+            return self._check(token, bound=bound)
+        except _UnknownKey:
+            if not self._may_refetch():
+                raise
+            await self._fetch_async_once(self._may_refetch)
+        return self._check(token, bound=bound)
+
+    async def _fetch_async_once(self, needed: Callable[[], bool]) -> None:
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        async with self._async_lock:
+            if needed():
+                await self._fetch_async()
 
     def _check(self, token: str, *, bound: bool) -> AccessToken:
+        now = self._clock()
+        cached = self._cache.get(token) if isinstance(token, str) else None
+        if cached is None:
+            return self._check_cold(token, now, bound=bound)
+        try:
+            return self._current(cached, now, bound=bound)
+        except TokenRejected:
+            if cached.expires <= now - self._leeway:
+                self._cache.discard(token)
+            raise
+
+    def _check_cold(self, token: str, now: float, *, bound: bool) -> AccessToken:
         if not self._keys.keys and self._fetched_at is not None:
             raise KeysUnavailable(f"no usable keys from {self.issuer}")
+        # Read before the keys: an entry verified under keys that change meanwhile is
+        # not kept (`TokenCache.put`).
+        generation = self._cache.generation
         try:
-            claims = verify_jwt(
+            claims = verified_claims(
                 token,
-                self._keys.keys,
+                self._prepared,
                 issuer=self.issuer,
                 audience=self.audience,
-                now=datetime.fromtimestamp(self._clock(), UTC),
+                now=datetime.fromtimestamp(now, UTC),
                 leeway=self._leeway,
             )
+        except UnknownKid as error:
+            raise _UnknownKey(str(error)) from None
         except InvalidAccessToken as error:
             raise TokenRejected(str(error)) from None
         sid = claims.get("sid")
-        session_id = sid if isinstance(sid, str) else None
+        exp = int(claims["exp"])
+        nbf = claims.get("nbf")
+        entry = CachedToken(
+            access=AccessToken(
+                subject=claims["sub"],
+                client_id=claims["client_id"],
+                scopes=frozenset(str(claims.get("scope", "")).split()),
+                session_id=sid if isinstance(sid, str) else None,
+                expires_at=datetime.fromtimestamp(exp, UTC),
+                claims=claims,
+                jkt=_confirmation(claims),
+            ),
+            expires=exp,
+            not_before=max(int(claims["iat"]), int(nbf) if nbf is not None else 0),
+        )
+        access = self._current(entry, now, bound=bound)
+        self._cache.put(token, entry, generation)
+        return access
+
+    def _current(self, entry: CachedToken, now: float, *, bound: bool) -> AccessToken:
+        """The token of `entry`, verified, if it is still good now: what can change
+        between two presentations of one token is checked on each."""
+        if entry.expires <= now - self._leeway:
+            raise TokenRejected("expired")
+        if entry.not_before > now + self._leeway:
+            raise TokenRejected("not yet valid")
+        access = entry.access
+        session_id = access.session_id
         if session_id is not None and self._revoked is not None and self._revoked(session_id):
             raise TokenRejected("session revoked")
-        jkt = _confirmation(claims)
         # RFC 9449 §7.1: a bound token is refused as a bearer token (whoever holds it
         # would not need the key), and an unbound one under the DPoP scheme.
-        if bound and jkt is None:
+        if bound and access.jkt is None:
             raise TokenRejected("bearer token presented with the DPoP scheme")
-        if not bound and jkt is not None:
+        if not bound and access.jkt is not None:
             raise TokenRejected("DPoP-bound token presented as a bearer token")
-        return AccessToken(
-            subject=claims["sub"],
-            client_id=claims["client_id"],
-            scopes=frozenset(str(claims.get("scope", "")).split()),
-            session_id=session_id,
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-            claims=claims,
-            jkt=jkt,
-        )
+        return access
 
     # The keys
 
-    def _needs_keys(self, token: str) -> bool:
+    def _keys_stale(self) -> bool:
+        """No keys fetched yet, or the set's `max-age` is over and a fetch may be made."""
+        if self._fetched_at is None:
+            return True
         now = time.monotonic()
-        if self._fetched_at is None or now >= self._fresh_until:
-            return self._fetched_at is None or now - self._fetched_at >= self._refetch_interval
-        kid = _kid_of(token)
-        # An unknown kid may be a key published since our last fetch: look once, but
-        # not more often than refetch_interval, so forged kids cannot flood the issuer.
-        return (
-            kid is not None
-            and kid not in self._keys.keys
-            and now - self._fetched_at >= self._refetch_interval
+        return now >= self._fresh_until and now - self._fetched_at >= self._refetch_interval
+
+    def _may_refetch(self) -> bool:
+        return self._fetched_at is None or time.monotonic() - self._fetched_at >= (
+            self._refetch_interval
         )
 
     def _fetch_sync(self) -> None:
@@ -228,8 +287,19 @@ class Verifier:
         now = time.monotonic()
         self._fetched_at = now
         if keys.keys:
-            self._keys = keys
+            self._use(keys)
         self._fresh_until = now + max_age(response.headers.get("cache-control"))
+
+    def _use(self, keys: KeySet) -> None:
+        changed = _published(keys) != _published(self._keys)
+        self._prepared = PreparedKeys(
+            {kid: (alg, prepare(alg, key)) for kid, (alg, key) in keys.keys.items()}
+        )
+        self._keys = keys
+        if changed:
+            # A token verified under a key no longer published (or published anew under
+            # the same kid) is checked again against the new set.
+            self._cache.clear()
 
     def _failed(self, error: Exception) -> None:
         # Keep the keys we have; try again after refetch_interval, not on every call.
@@ -255,14 +325,9 @@ def _confirmation(claims: dict[str, Any]) -> str | None:
     return jkt
 
 
-def _kid_of(token: str) -> str | None:
-    """The `kid` a token's header names, read without trusting it."""
-    head = token.split(".", 1)[0] if isinstance(token, str) else ""
-    if not head or len(head) > 1024:
-        return None
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return kid if isinstance(kid, str) else None
+class _UnknownKey(TokenRejected):
+    """Refused for a kid not in the key set: the set may be fetched again."""
+
+
+def _published(keys: KeySet) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {kid: (alg, dict(key.as_dict())) for kid, (alg, key) in keys.keys.items()}

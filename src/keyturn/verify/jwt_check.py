@@ -1,0 +1,142 @@
+"""The cold check of an access token (RFC 9068 §4, RFC 8725) over prepared keys.
+
+The same rules as `keyturn.crypto.access_tokens.verify`, which the issuer itself uses
+(its claim checks are shared, not copied), with the token read once: one ASCII
+encoding, one strict base64url and one JSON decoding per segment, and the signature
+checked by `cryptography` under a key prepared when the key set was loaded
+(`signatures.prepare`). An issuer signs every token of a key under one header, so a
+header that has already led to a good signature is remembered, by its exact bytes,
+with the key it names. joserfc's general path read each segment two or three times and
+cost as much again as the signature (`docs/decisions/verify-kit-speed.md`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from keyturn.crypto.access_tokens import (
+    FORBIDDEN_HEADERS,
+    MAX_HEADER_LENGTH,
+    MAX_KID_LENGTH,
+    MAX_TOKEN_LENGTH,
+    TYPES,
+    InvalidAccessToken,
+    _check_claims,
+)
+from keyturn.verify.signatures import Check, b64url_decode
+
+MAX_HEADERS = 64
+"""Headers remembered per key set; an issuer uses one per key."""
+
+
+class PreparedKeys:
+    """Each published `kid` with its one algorithm and its signature check (None when
+    the key does not fit its algorithm), and the headers already seen to name them."""
+
+    __slots__ = ("headers", "keys")
+
+    def __init__(self, keys: Mapping[str, tuple[str, Check | None]]) -> None:
+        self.keys = keys
+        self.headers: dict[bytes, Check] = {}
+        """A header segment, exactly, that passed every header rule and then led to a
+        good signature, with its key's check. Only such headers enter (forged ones
+        never do), at most `MAX_HEADERS`; a new key set starts empty."""
+
+
+# The header parameters a JWS may carry (RFC 7515 §4.1, as joserfc registers them)
+# less those that would let the token pick its own key or processing; each a string.
+_HEADER_PARAMETERS = frozenset({"alg", "kid", "typ", "cty", "x5t", "x5t#S256"})
+_decode_json = json.JSONDecoder().decode
+
+
+class UnknownKid(InvalidAccessToken):
+    """The header names a key not in the set: perhaps one published since it was
+    fetched."""
+
+
+def verified_claims(
+    token: str,
+    keys: PreparedKeys,
+    *,
+    issuer: str,
+    audience: str,
+    now: datetime,
+    leeway: int,
+) -> dict[str, Any]:
+    """The claims of `token` if its header, signature and claims are those of a valid
+    access token for `audience` at `now`. `InvalidAccessToken` otherwise, `UnknownKid`
+    if only the key is not known; never another exception."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidAccessToken("token absent or too large")
+    try:
+        data = token.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidAccessToken("not a signed JWT") from None
+    first = data.find(b".")
+    second = data.find(b".", first + 1)
+    # RFC 7515 §7.1: three non-empty segments.
+    if first < 1 or second < first + 2 or second + 1 >= len(data) or b"." in data[second + 1 :]:
+        raise InvalidAccessToken("not a signed JWT")
+    head = data[:first]
+    check = keys.headers.get(head)
+    known = check is not None
+    if check is None:
+        check = _header_check(head, keys)
+    try:
+        signature = b64url_decode(data[second + 1 :])
+    except ValueError:
+        raise InvalidAccessToken("bad signature or encoding") from None
+    if not check(data[:second], signature):
+        raise InvalidAccessToken("bad signature or encoding")
+    if not known and len(keys.headers) < MAX_HEADERS:
+        keys.headers[head] = check
+    claims = _json_object(data[first + 1 : second], "payload")
+    return _check_claims(claims, issuer, audience, now, leeway, None)
+
+
+def _header_check(head: bytes, keys: PreparedKeys) -> Check:
+    """The signature check of the key a header names, once every rule of the header
+    holds."""
+    if len(head) > MAX_HEADER_LENGTH:
+        raise InvalidAccessToken("segment too large")
+    header = _json_object(head, "header")
+    kid = _checked_header(header)
+    if kid not in keys.keys:
+        raise UnknownKid("unknown kid")
+    alg, check = keys.keys[kid]
+    # One key, one algorithm (RFC 8725 §3.1): the header may not pick another.
+    if header.get("alg") != alg:
+        raise InvalidAccessToken("alg does not match the key")
+    if check is None:
+        raise InvalidAccessToken("the key does not fit its algorithm")
+    return check
+
+
+def _json_object(segment: bytes, name: str) -> dict[str, Any]:
+    try:
+        value = _decode_json(b64url_decode(segment).decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise InvalidAccessToken(f"{name} is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidAccessToken(f"{name} is not an object")
+    return value
+
+
+def _checked_header(header: dict[str, Any]) -> str:
+    """The header's `kid`, once every other rule of the header holds."""
+    if FORBIDDEN_HEADERS & header.keys():
+        raise InvalidAccessToken("forbidden header parameter")
+    if not _HEADER_PARAMETERS.issuperset(header) or not all(
+        isinstance(value, str) for value in header.values()
+    ):
+        raise InvalidAccessToken("unsupported header parameter")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in TYPES:
+        raise InvalidAccessToken("typ is not at+jwt")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH:
+        raise InvalidAccessToken("unknown kid")
+    return kid
