@@ -198,9 +198,10 @@ class Inspection:
     ) -> None:
         """RFC 7009 §2.1: end the session of a refresh or access token of `client`.
 
-        Unknown, malformed or expired tokens succeed silently (§2.2). A token of another
-        client is refused for a confidential caller (`invalid_request`) and ignored for a
-        public one, and stays live either way: one client never ends another's session.
+        Unknown, malformed or expired tokens, and those of a session that has ended,
+        succeed silently and change nothing (§2.2). A token of another client is refused
+        for a confidential caller (`invalid_request`) and ignored for a public one, and
+        stays live either way: one client never ends another's session.
         """
         found = await self._find(token)
         if found is None or found.session is None:
@@ -209,7 +210,15 @@ class Inspection:
             if client.is_confidential:
                 raise InvalidRequest("The token was not issued to this client.")
             return
-        await self._ending.end(found.session, RevocationReason.TOKEN_REVOKED, context=context)
+        session = found.session
+        if session.revoked or self._clock.now() >= session.absolute_expires_at:
+            # Nothing is left to end: the session has ended, and no access token outlives
+            # its absolute deadline. An invalid token changes nothing (§2.2), not even
+            # the audit trail. Decided after the client check, so another client learns
+            # nothing of the session's state. An idle-expired session is still ended:
+            # its last access token may outlive the idle deadline (§2.1).
+            return
+        await self._ending.end(session, RevocationReason.TOKEN_REVOKED, context=context)
 
     @staticmethod
     def authorize_introspection(caller: Client) -> None:
