@@ -90,10 +90,13 @@ def _rsa(public: rsa.RSAPublicKey, scheme: padding.AsymmetricPadding) -> Check:
     return check
 
 
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# base64url to base64, and every character base64 has but base64url has not (`+`, `/`,
+# the padding `=`) to one that the strict decoding below refuses.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 # The last character of a segment whose length is 2 or 3 modulo 4 carries bits beyond
 # the data; only characters with those bits zero are the canonical encoding.
 _CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+_PADDING = {0: b"", 2: b"==", 3: b"="}
 
 
 def b64url_decode(segment: bytes) -> bytes:
@@ -105,13 +108,9 @@ def b64url_decode(segment: bytes) -> bytes:
     rest = len(segment) % 4
     if rest == 1 or (rest and segment[-1] not in _CANONICAL_LAST[rest]):
         raise ValueError("not canonical base64url")
-    # `+` and `/` would pass the translation below as themselves; padding is not
-    # base64url's (a `=` anywhere else fails the strict decoding).
-    if b"+" in segment or b"/" in segment or segment[-1:] == b"=":
-        raise ValueError("not base64url")
     try:
         return binascii.a2b_base64(
-            segment.translate(_TO_STANDARD) + b"=" * (-rest % 4), strict_mode=True
+            segment.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True
         )
     except binascii.Error:
         raise ValueError("not base64url") from None

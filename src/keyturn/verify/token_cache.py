@@ -15,8 +15,7 @@ issuer rotation each.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from keyturn.verify.verifier import AccessToken
@@ -24,9 +23,9 @@ if TYPE_CHECKING:
 DEFAULT_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class CachedToken:
-    """A verified token, and the claims each later call checks again."""
+class CachedToken(NamedTuple):
+    """A verified token, and the claims each later call checks again. (A named tuple:
+    immutable, and built in a third of a frozen dataclass's time.)"""
 
     access: AccessToken
     expires: int

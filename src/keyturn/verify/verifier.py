@@ -60,6 +60,29 @@ class AccessToken:
     """The thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449 §6.1), or
     None for a bearer token."""
 
+    @classmethod
+    def _of(
+        cls,
+        claims: dict[str, Any],
+        session_id: str | None,
+        expires_at: datetime,
+        jkt: str | None,
+    ) -> AccessToken:
+        """The token of verified `claims`. A frozen dataclass's `__init__` sets each field
+        through `object.__setattr__`, which cost a tenth of the budget of a verification
+        beside its signature; this sets the same fields at once, on a fresh instance."""
+        token = object.__new__(cls)
+        token.__dict__.update(
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            session_id=session_id,
+            expires_at=expires_at,
+            claims=claims,
+            jkt=jkt,
+        )
+        return token
+
     def require_scopes(self, *needed: str) -> None:
         missing = frozenset(needed) - self.scopes
         if missing:
@@ -198,17 +221,14 @@ class Verifier:
         exp = int(claims["exp"])
         nbf = claims.get("nbf")
         entry = CachedToken(
-            access=AccessToken(
-                subject=claims["sub"],
-                client_id=claims["client_id"],
-                scopes=frozenset(str(claims.get("scope", "")).split()),
-                session_id=sid if isinstance(sid, str) else None,
-                expires_at=datetime.fromtimestamp(exp, UTC),
-                claims=claims,
-                jkt=_confirmation(claims),
+            AccessToken._of(
+                claims,
+                sid if isinstance(sid, str) else None,
+                datetime.fromtimestamp(exp, UTC),
+                _confirmation(claims),
             ),
-            expires=exp,
-            not_before=max(int(claims["iat"]), int(nbf) if nbf is not None else 0),
+            exp,
+            max(int(claims["iat"]), int(nbf) if nbf is not None else 0),
         )
         access = self._current(entry, now, bound=bound)
         self._cache.put(token, entry, generation)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from keyturn.verify import TokenRejected, Verifier
+from keyturn.verify import AccessToken, TokenRejected, Verifier
 from keyturn.verify.token_cache import DEFAULT_SIZE
 
 ISSUER = "https://as.test"
@@ -419,3 +420,21 @@ def _with_kid(token: str, kid: str) -> str:
     header["kid"] = kid
     encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
     return f"{encoded}.{rest}"
+
+
+def test_a_cached_token_is_the_access_token_the_constructor_makes() -> None:
+    issuer, _, _, verifier = setup()
+    token = issuer.sign("k-ES256", scope="read write", cnf=None)
+    got = verifier.verify(token)
+    assert got == AccessToken(
+        subject="8b0d8a4e-4a53-4a8e-9d4b-0f6f1d0c2a11",
+        client_id="app",
+        scopes=frozenset({"read", "write"}),
+        session_id="s-1",
+        expires_at=datetime.fromtimestamp(NOW + 900, UTC),
+        claims=got.claims,
+        jkt=None,
+    )
+    assert got.claims["jti"] == "j-1"
+    with pytest.raises(AttributeError):
+        got.subject = "someone else"  # type: ignore[misc]
