@@ -142,7 +142,7 @@ class Verifier:
         """The token, if it is a valid bearer token. A DPoP-bound token (one with
         `cnf.jkt`) is refused here: it is good only with a proof of its key
         (RFC 9449 §7.1), which `keyturn.verify.dpop` checks."""
-        if self._keys_stale():
+        if time.monotonic() >= self._fresh_until and self._keys_stale():
             with self._thread_lock:
                 if self._keys_stale():
                     self._fetch_sync()
@@ -169,7 +169,7 @@ class Verifier:
         return await self._verify_async(token, bound=True)
 
     async def _verify_async(self, token: str, *, bound: bool) -> AccessToken:
-        if self._keys_stale():
+        if time.monotonic() >= self._fresh_until and self._keys_stale():
             await self._fetch_async_once(self._keys_stale)
         try:
             return self._check(token, bound=bound)
@@ -205,12 +205,12 @@ class Verifier:
         # not kept (`TokenCache.put`).
         generation = self._cache.generation
         try:
-            claims = verified_claims(
+            claims, expires, not_before = verified_claims(
                 token,
                 self._prepared,
                 issuer=self.issuer,
                 audience=self.audience,
-                now=datetime.fromtimestamp(now, UTC),
+                now=now,
                 leeway=self._leeway,
             )
         except UnknownKid as error:
@@ -218,17 +218,15 @@ class Verifier:
         except InvalidAccessToken as error:
             raise TokenRejected(str(error)) from None
         sid = claims.get("sid")
-        exp = int(claims["exp"])
-        nbf = claims.get("nbf")
         entry = CachedToken(
             AccessToken._of(
                 claims,
                 sid if isinstance(sid, str) else None,
-                datetime.fromtimestamp(exp, UTC),
+                datetime.fromtimestamp(expires, UTC),
                 _confirmation(claims),
             ),
-            exp,
-            max(int(claims["iat"]), int(nbf) if nbf is not None else 0),
+            expires,
+            not_before,
         )
         access = self._current(entry, now, bound=bound)
         self._cache.put(token, entry, generation)
