@@ -438,3 +438,86 @@ def test_a_cached_token_is_the_access_token_the_constructor_makes() -> None:
     assert got.claims["jti"] == "j-1"
     with pytest.raises(AttributeError):
         got.subject = "someone else"  # type: ignore[misc]
+
+
+CLAIM_CASES: list[dict[str, Any]] = [
+    {},
+    {"iss": "https://evil.test"},
+    {"aud": [AUDIENCE, "https://other.test"]},
+    {"aud": ["https://other.test"]},
+    {"aud": []},
+    {"aud": ""},
+    {"aud": 5},
+    {"aud": [5, AUDIENCE]},
+    {"aud": {"x": AUDIENCE}},
+    *({name: None} for name in ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")),
+    {"sub": 7},
+    {"jti": ["j"]},
+    {"client_id": {"id": "app"}},
+    {"scope": 5},
+    {"scope": "read write"},
+    {"exp": "1800000900"},
+    {"exp": True},
+    {"exp": NOW + 900.5},
+    {"exp": 2**53},
+    {"exp": -1},
+    {"exp": float("inf")},
+    {"exp": float("nan")},
+    {"exp": NOW - LEEWAY},
+    {"exp": NOW - LEEWAY + 2},
+    {"iat": NOW + LEEWAY + 2},
+    {"iat": NOW + LEEWAY + 1},
+    {"iat": False},
+    {"nbf": NOW + LEEWAY + 2},
+    {"nbf": NOW + LEEWAY + 1},
+    {"nbf": "soon"},
+    {"nbf": 1e300},
+    {"cnf": {"jkt": "thumb"}},
+]
+
+
+@pytest.mark.parametrize("claims", CLAIM_CASES, ids=repr)
+def test_the_kit_and_the_issuers_check_agree_on_every_claim_rule(claims: dict[str, Any]) -> None:
+    from keyturn.crypto.access_tokens import InvalidAccessToken
+    from keyturn.crypto.access_tokens import verify as issuer_verify
+    from keyturn.verify.keyset import KeySet
+
+    issuer, clock, _, verifier = setup()
+    token = _signed_with_nulls(issuer, claims)
+    keys = KeySet.from_jwks({"keys": issuer.published}).keys
+    try:
+        issuer_verify(
+            token,
+            keys,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            now=datetime.fromtimestamp(clock.now, UTC),
+            leeway=LEEWAY,
+        )
+        issuer_accepts = True
+    except InvalidAccessToken:
+        issuer_accepts = False
+    try:
+        asyncio.run(verifier._verify_async(token, bound="cnf" in claims))
+        kit_accepts = True
+    except TokenRejected:
+        kit_accepts = False
+    assert kit_accepts == issuer_accepts
+
+
+def _signed_with_nulls(issuer: Issuer, claims: dict[str, Any]) -> str:
+    """`issuer.sign`, where a claim given as None is sent as JSON null, not dropped."""
+    alg, key = issuer.private["k-ES256"]
+    body = {
+        "iss": ISSUER,
+        "sub": "8b0d8a4e-4a53-4a8e-9d4b-0f6f1d0c2a11",
+        "aud": AUDIENCE,
+        "exp": NOW + 900,
+        "iat": NOW,
+        "jti": "j-1",
+        "client_id": "app",
+        "sid": "s-1",
+        **claims,
+    }
+    header = {"typ": "at+jwt", "alg": alg, "kid": "k-ES256"}
+    return jwt.encode(header, body, key, algorithms=[alg])
