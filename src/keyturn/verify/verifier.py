@@ -228,7 +228,8 @@ class Verifier:
             expires,
             not_before,
         )
-        access = self._current(entry, now, bound=bound)
+        # The dates were checked with the claims; what else each call checks, now.
+        access = self._admitted(entry.access, bound=bound)
         self._cache.put(token, entry, generation)
         return access
 
@@ -239,7 +240,10 @@ class Verifier:
             raise TokenRejected("expired")
         if entry.not_before > now + self._leeway:
             raise TokenRejected("not yet valid")
-        access = entry.access
+        return self._admitted(entry.access, bound=bound)
+
+    def _admitted(self, access: AccessToken, *, bound: bool) -> AccessToken:
+        """`access`, unless its session is revoked or it is presented the wrong way."""
         session_id = access.session_id
         if session_id is not None and self._revoked is not None and self._revoked(session_id):
             raise TokenRejected("session revoked")
