@@ -58,23 +58,30 @@ class TokenCache:
 
     def put(self, token: str, entry: CachedToken, generation: int) -> None:
         """Keep `entry`, verified under the keys of `generation`, unless the keys have
-        changed since; the oldest entry leaves when the cache is full."""
-        if self.size == 0:
-            return
-        with self._lock:
-            if generation != self.generation:
+        changed since; the oldest entries leave when the cache is full.
+
+        No lock: each step is one operation on the dict, atomic under the GIL. Threads
+        adding at once may hold it one entry over `size` each, until the next `put`;
+        an entry added while `clear` runs is taken back (`clear` moves `generation`
+        before it empties the dict)."""
+        entries = self._entries
+        while len(entries) >= self.size:
+            if self.size == 0:
                 return
-            if token not in self._entries and len(self._entries) >= self.size:
-                del self._entries[next(iter(self._entries))]
-            self._entries[token] = entry
+            try:
+                del entries[next(iter(entries))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread took it
+                break
+        entries[token] = entry
+        if generation != self.generation:
+            entries.pop(token, None)
 
     def discard(self, token: str) -> None:
-        with self._lock:
-            self._entries.pop(token, None)
+        self._entries.pop(token, None)
 
     def clear(self) -> None:
         """Forget every entry: the key set changed, and a token verified under a key
         the issuer no longer publishes must be checked against the new set."""
-        with self._lock:
+        with self._lock:  # two clears at once still move the generation twice
             self.generation += 1
             self._entries.clear()

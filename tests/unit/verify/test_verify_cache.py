@@ -521,3 +521,30 @@ def _signed_with_nulls(issuer: Issuer, claims: dict[str, Any]) -> str:
     }
     header = {"typ": "at+jwt", "alg": alg, "kid": "k-ES256"}
     return jwt.encode(header, body, key, algorithms=[alg])
+
+
+def test_the_bound_holds_with_threads_adding_at_once() -> None:
+    import threading
+
+    issuer, _, _, verifier = setup(cache_size=8)
+    tokens = [issuer.sign("k-ES256", jti=f"j-{i}") for i in range(120)]
+    refused: list[BaseException] = []
+
+    def work(share: list[str]) -> None:
+        try:
+            for token in share:
+                verifier.verify(token)
+        except BaseException as error:  # reported by the assertion below
+            refused.append(error)
+
+    threads = [threading.Thread(target=work, args=(tokens[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refused == []
+    # At most one entry over per thread adding at the same moment, and back within the
+    # bound at the next addition.
+    assert len(verifier._cache) <= 8 + 3
+    verifier.verify(tokens[0])
+    assert len(verifier._cache) <= 8
