@@ -10,7 +10,9 @@ The long run (docs/security.md) is the same test with more examples per operatio
         .venv/bin/python -m pytest -n 0 -s tests/e2e/test_openapi.py -k generated
 
 `KEYTURN_FUZZ_REPORT` names a JSON file where each store's figures (requests sent,
-answers by status, seconds) are merged.
+answers by status, seconds) are merged. The requests steered by known credentials
+(test_openapi_known_values.py) take `KEYTURN_FUZZ_KNOWN_EXAMPLES` and report to the same
+file, under `known_values`.
 """
 
 from __future__ import annotations
@@ -174,17 +176,25 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_description(
     assert requests_sent >= MINIMUM_REQUESTS
 
 
-def _report(server: Server, requests_sent: int, statuses: Counter[int], seconds: float) -> None:
-    """Merge this store's figures into the file KEYTURN_FUZZ_REPORT names, if any. Only
-    a run in which every answer passed every check gets here."""
+def _report(
+    server: Server,
+    requests_sent: int,
+    statuses: Counter[int],
+    seconds: float,
+    *,
+    section: str = "stores",
+    examples: int = EXAMPLES_PER_OPERATION,
+) -> None:
+    """Merge this store's figures into `section` of the file KEYTURN_FUZZ_REPORT names,
+    if any. Only a run in which every answer passed every check gets here."""
     target = os.environ.get("KEYTURN_FUZZ_REPORT")
     if not target:
         return
     path = Path(target)
     report = json.loads(path.read_text()) if path.exists() else {}
     store = "postgres" if server.settings.database_url.startswith("postgresql") else "sqlite"
-    report.setdefault("stores", {})[store] = {
-        "examples_per_operation": EXAMPLES_PER_OPERATION,
+    report.setdefault(section, {})[store] = {
+        "examples_per_operation": examples,
         "requests": requests_sent,
         "by_status": {str(code): n for code, n in sorted(statuses.items())},
         "status_5xx": sum(n for code, n in statuses.items() if code >= 500),

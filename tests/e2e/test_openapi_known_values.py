@@ -18,7 +18,9 @@ import base64
 import hashlib
 import http.cookiejar
 import json
+import os
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,15 +34,15 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
-from test_openapi import CHECKS
+from test_openapi import CHECKS, _report
 
 from conftest import APP_REDIRECT, LOOPBACK_REDIRECT, ORIGIN, WEB_REDIRECT, Server, start_server
 from keyturn.settings import Settings
 from keyturn.wiring import open_engine
 from support.engine import PASSWORD
 
-EXAMPLES_PER_OPERATION = 60
-MINIMUM_REQUESTS = 600
+EXAMPLES_PER_OPERATION = int(os.environ.get("KEYTURN_FUZZ_KNOWN_EXAMPLES", "60"))
+MINIMUM_REQUESTS = 10 * EXAMPLES_PER_OPERATION
 COOKIE = "__Host-keyturn_rt_spa"  # the cookie client's own refresh cookie
 CSRF_COOKIE = "keyturn_csrf"  # the server's issuer is plain HTTP
 CSRF = "c" * 43
@@ -434,6 +436,7 @@ def test_requests_with_known_credentials_reach_every_success_and_conform(
     # Each request carries exactly the cookies its case names, never one kept from before.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     answered: Counter[tuple[str, str, int]] = Counter()
+    started = time.monotonic()
 
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -447,3 +450,15 @@ def test_requests_with_known_credentials_reach_every_success_and_conform(
     total = sum(answered.values())
     print(f"schemathesis sent {total} requests with known values: {dict(answered)}")
     assert total >= MINIMUM_REQUESTS
+    statuses: Counter[int] = Counter()
+    for (_, _, status), n in answered.items():
+        statuses[status] += n
+    seconds = round(time.monotonic() - started, 1)
+    _report(
+        server,
+        total,
+        statuses,
+        seconds,
+        section="known_values",
+        examples=EXAMPLES_PER_OPERATION,
+    )
