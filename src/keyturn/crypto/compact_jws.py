@@ -6,9 +6,10 @@ the algorithm up in its registry, re-encodes the header and wraps the key. keytu
 access-token header is fixed per key (`typ`, `alg`, `kid`), so it is encoded once here,
 and each token is one JSON encoding, one base64url and one signature computed by
 `cryptography` (RFC 7518 §3.3 and §3.4, RFC 8037 §3.1). That saves about a fifth of a
-rotation's CPU (`docs/decisions.md`). Every token keyturn accepts is still verified by
-joserfc (`access_tokens.verify`), and the tests check that what this signs verifies
-under joserfc and PyJWT, for each algorithm.
+rotation's CPU (`docs/decisions.md`). Every token keyturn itself accepts is still
+verified by joserfc (`access_tokens.verify`; the verify kit at resource servers checks
+with `cryptography` directly, docs/decisions/verify-kit-speed.md), and the tests check
+that what this signs verifies under joserfc and PyJWT, for each algorithm.
 """
 
 from __future__ import annotations
