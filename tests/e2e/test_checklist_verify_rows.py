@@ -54,6 +54,7 @@ from keyturn.settings import Settings
 from keyturn.verify import DpopTokenVerifier, TokenRejected, Verifier
 from keyturn.verify.starlette import require_dpop_scopes, require_scopes
 from keyturn.wiring import Engine, open_engine
+from support.listener import Listener, counting_listener
 from support.server import free_port
 
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -387,40 +388,10 @@ def _kit_refuses(kit: Verifier, token: str) -> None:
 # JV-06: jku and x5u naming a listener that must see no connection
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self._socket.settimeout(0.1)
-        self.port: int = self._socket.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._socket.close()
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    started = Listener()
-    yield started
-    started.close()
+    with counting_listener() as started:
+        yield started
 
 
 def test_jv06_jku_and_x5u_pointing_at_a_listener_are_refused_and_never_fetched(

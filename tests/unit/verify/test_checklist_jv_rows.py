@@ -44,6 +44,7 @@ from keyturn.crypto.access_tokens import verify as issuer_verify
 from keyturn.verify import TokenRejected, Verifier
 from keyturn.verify.keyset import KeySet
 from keyturn.verify.starlette import require_scopes
+from support.listener import Listener, counting_listener
 
 ISSUER = "https://as.test"
 AUDIENCE = "https://api.test"
@@ -326,40 +327,10 @@ def test_jv03_a_kid_naming_a_file_is_refused_and_no_file_is_opened(
 # JV-06: jku and x5u name a listener that must see no connection
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self._socket.settimeout(0.1)
-        self.port: int = self._socket.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._socket.close()
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    started = Listener()
-    yield started
-    started.close()
+    with counting_listener() as started:
+        yield started
 
 
 def attacker_es256(data: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
