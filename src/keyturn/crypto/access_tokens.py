@@ -84,25 +84,6 @@ def _b64_json(segment: str, limit: int) -> Any:
         raise InvalidAccessToken("segment is not base64url JSON") from None
 
 
-def _date(claims: Mapping[str, Any], name: str) -> int:
-    value = _numeric(claims, name)
-    if value is None:
-        raise InvalidAccessToken(f"{name} missing")
-    return value
-
-
-def _numeric(claims: Mapping[str, Any], name: str) -> int | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    # bool is an int in Python; inf, NaN, strings and absurd years are not dates.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidAccessToken(f"{name} is not a NumericDate")
-    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
-        raise InvalidAccessToken(f"{name} out of range")
-    return int(value)
-
-
 def verify(
     token: str,
     keys: Mapping[str, tuple[str, JoseKey]],
@@ -146,40 +127,74 @@ def verify(
     except (JoseError, ValueError, TypeError, RecursionError):
         raise InvalidAccessToken("bad signature or encoding") from None
     claims = dict(decoded.claims)
-    return _check_claims(claims, issuer, audience, now, leeway, max_lifetime)
+    claim_times(claims, issuer, audience, now.timestamp(), leeway, max_lifetime)
+    return claims
 
 
-def _check_claims(
+_REQUIRED = frozenset(REQUIRED)
+_STRINGS = ("sub", "jti", "client_id")
+
+
+def claim_times(
     claims: dict[str, Any],
     issuer: str,
     audience: str | None,
-    now: datetime,
+    now: float,
     leeway: int,
-    max_lifetime: int | None,
-) -> dict[str, Any]:
-    for name in REQUIRED:
-        if name not in claims:
-            raise InvalidAccessToken(f"{name} missing")
+    max_lifetime: int | None = None,
+) -> tuple[int, int]:
+    """The claim rules of an access token (RFC 9068 §4, RFC 7519 §4.1) at `now`, seconds
+    since the epoch: `InvalidAccessToken` if one fails, else `exp` and the not-before
+    moment (the later of `iat` and `nbf`). The issuer's check and the verify kit's both
+    take them from here; the kit's cache checks the two moments again on every call.
+
+    `audience=None` is for the issuer itself (introspection): any audience it issued.
+    """
+    if not claims.keys() >= _REQUIRED:
+        missing = next(name for name in REQUIRED if name not in claims)
+        raise InvalidAccessToken(f"{missing} missing")
     if claims["iss"] != issuer:
         raise InvalidAccessToken("wrong issuer")
     aud = claims["aud"]
-    audiences = aud if isinstance(aud, list) else [aud]
-    named = [a for a in audiences if isinstance(a, str) and a]
-    if not named or (audience is not None and audience not in named):
+    # One audience, or a list naming it among others (RFC 7519 §4.1.3).
+    if audience is None:
+        named = aud if isinstance(aud, list) else [aud]
+        if not any(isinstance(a, str) and a for a in named):
+            raise InvalidAccessToken("wrong audience")
+    elif not audience or (aud != audience and not (isinstance(aud, list) and audience in aud)):
         raise InvalidAccessToken("wrong audience")
-    for name in ("sub", "jti", "client_id"):
-        if not isinstance(claims[name], str):
-            raise InvalidAccessToken(f"{name} is not a string")
-    if "scope" in claims and not isinstance(claims["scope"], str):
+    if not (
+        isinstance(claims["sub"], str)
+        and isinstance(claims["jti"], str)
+        and isinstance(claims["client_id"], str)
+    ):
+        name = next(n for n in _STRINGS if not isinstance(claims[n], str))
+        raise InvalidAccessToken(f"{name} is not a string")
+    if not isinstance(claims.get("scope", ""), str):
         raise InvalidAccessToken("scope is not a string")
-    exp = _date(claims, "exp")
-    iat = _date(claims, "iat")
-    nbf = _numeric(claims, "nbf")
-    moment = now.timestamp()
-    if exp <= moment - leeway:
+    exp, iat = claims["exp"], claims["iat"]
+    # The usual case, plain integers in range, without a call each.
+    if not (type(exp) is int and 0 <= exp < MAX_NUMERIC_DATE):
+        exp = _numeric_date(exp, "exp")
+    if not (type(iat) is int and 0 <= iat < MAX_NUMERIC_DATE):
+        iat = _numeric_date(iat, "iat")
+    nbf = claims.get("nbf")
+    not_before = iat if nbf is None else max(iat, _numeric_date(nbf, "nbf"))
+    if exp <= now - leeway:
         raise InvalidAccessToken("expired")
-    if iat > moment + leeway or (nbf is not None and nbf > moment + leeway):
+    if not_before > now + leeway:
         raise InvalidAccessToken("not yet valid")
     if max_lifetime is not None and exp - iat > max_lifetime:
         raise InvalidAccessToken("lifetime longer than any token this issuer signs")
-    return claims
+    return exp, not_before
+
+
+def _numeric_date(value: Any, name: str) -> int:
+    # bool is an int in Python; inf, NaN, strings and absurd years are not dates.
+    if value is None:
+        raise InvalidAccessToken(f"{name} missing")
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, float)):
+        raise InvalidAccessToken(f"{name} is not a NumericDate")
+    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise InvalidAccessToken(f"{name} out of range")
+    return int(value)

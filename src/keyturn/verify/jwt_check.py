@@ -3,10 +3,9 @@
 The same rules as `keyturn.crypto.access_tokens.verify`, which the issuer itself uses,
 with the token read once: one ASCII encoding, one strict base64url and one JSON decoding
 per segment, and the signature checked by `cryptography` under a key prepared when the
-key set was loaded (`signatures.prepare`). The claim rules are the issuer's, taken
-against the clock as a number (no `datetime`), and they hand back `exp` and the
-not-before moment the cache checks again; `tests/unit/verify/test_checklist_jv_rows.py`
-runs this and the issuer's check on the same tokens. An issuer signs every token of a
+key set was loaded (`signatures.prepare`). The claim rules are the issuer's own
+(`access_tokens.claim_times`, over the clock as a number), and they hand back `exp` and
+the not-before moment the cache checks again. An issuer signs every token of a
 key under one header, so a header that has already led to a good signature is
 remembered, by its exact bytes, with the key it names. joserfc's general path read each
 segment two or three times and cost as much again as the signature
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import json
 import json.scanner
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -25,11 +23,10 @@ from keyturn.crypto.access_tokens import (
     FORBIDDEN_HEADERS,
     MAX_HEADER_LENGTH,
     MAX_KID_LENGTH,
-    MAX_NUMERIC_DATE,
     MAX_TOKEN_LENGTH,
-    REQUIRED,
     TYPES,
     InvalidAccessToken,
+    claim_times,
 )
 from keyturn.verify.signatures import Check, b64url_decode
 
@@ -54,7 +51,6 @@ class PreparedKeys:
 # The header parameters a JWS may carry (RFC 7515 §4.1, as joserfc registers them)
 # less those that would let the token pick its own key or processing; each a string.
 _HEADER_PARAMETERS = frozenset({"alg", "kid", "typ", "cty", "x5t", "x5t#S256"})
-_REQUIRED = frozenset(REQUIRED)
 _decoder = json.JSONDecoder()
 _scan_json = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: a class
 
@@ -115,7 +111,7 @@ def verified_claims(
     if not known and len(keys.headers) < MAX_HEADERS:
         keys.headers[head] = check
     claims = _json_object(data[first + 1 : second], "payload")
-    return _checked_claims(claims, issuer, audience, now, leeway)
+    return Verified(claims, *claim_times(claims, issuer, audience, now, leeway))
 
 
 def _header_check(head: bytes, keys: PreparedKeys) -> Check:
@@ -172,51 +168,3 @@ def _checked_header(header: dict[str, Any]) -> str:
     if not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH:
         raise InvalidAccessToken("unknown kid")
     return kid
-
-
-def _checked_claims(
-    claims: dict[str, Any], issuer: str, audience: str, now: float, leeway: int
-) -> Verified:
-    """RFC 9068 §4 and RFC 7519 §4.1, as `access_tokens._check_claims` has them."""
-    if not claims.keys() >= _REQUIRED:
-        missing = next(name for name in REQUIRED if name not in claims)
-        raise InvalidAccessToken(f"{missing} missing")
-    if claims["iss"] != issuer:
-        raise InvalidAccessToken("wrong issuer")
-    aud = claims["aud"]
-    # One audience, or a list naming it among others (RFC 7519 §4.1.3).
-    if not audience or (aud != audience and not (isinstance(aud, list) and audience in aud)):
-        raise InvalidAccessToken("wrong audience")
-    if not (
-        isinstance(claims["sub"], str)
-        and isinstance(claims["jti"], str)
-        and isinstance(claims["client_id"], str)
-    ):
-        name = next(n for n in ("sub", "jti", "client_id") if not isinstance(claims[n], str))
-        raise InvalidAccessToken(f"{name} is not a string")
-    if not isinstance(claims.get("scope", ""), str):
-        raise InvalidAccessToken("scope is not a string")
-    exp, iat = claims["exp"], claims["iat"]
-    # The usual case, plain integers in range, without a call each.
-    if not (type(exp) is int and 0 <= exp < MAX_NUMERIC_DATE):
-        exp = _numeric_date(exp, "exp")
-    if not (type(iat) is int and 0 <= iat < MAX_NUMERIC_DATE):
-        iat = _numeric_date(iat, "iat")
-    nbf = claims.get("nbf")
-    not_before = iat if nbf is None else max(iat, _numeric_date(nbf, "nbf"))
-    if exp <= now - leeway:
-        raise InvalidAccessToken("expired")
-    if not_before > now + leeway:
-        raise InvalidAccessToken("not yet valid")
-    return Verified(claims, exp, not_before)
-
-
-def _numeric_date(value: Any, name: str) -> int:
-    # bool is an int in Python; inf, NaN, strings and absurd years are not dates.
-    if value is None:
-        raise InvalidAccessToken(f"{name} missing")
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, float)):
-        raise InvalidAccessToken(f"{name} is not a NumericDate")
-    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
-        raise InvalidAccessToken(f"{name} out of range")
-    return int(value)
