@@ -414,10 +414,9 @@ MALFORMED_BASIC = {
 }
 
 
-@pytest.mark.parametrize("header", MALFORMED_BASIC.values(), ids=MALFORMED_BASIC.keys())
-def test_ca02_each_malformed_basic_header_is_exactly_invalid_request(
-    watched: Watched, header: str
-) -> None:
+def _basic_refused_before_the_store(watched: Watched, header: str) -> None:
+    """A refresh under that `Authorization` header is exactly 400 `invalid_request`,
+    with no statement sent to the store, and the token still rotates afterwards."""
     server = watched.server
     token = server.rt0("conf")
     before = watched.quiet_traffic()
@@ -434,6 +433,13 @@ def test_ca02_each_malformed_basic_header_is_exactly_invalid_request(
         auth=("conf", server.secrets["conf"]),
     )
     assert ok.status_code == 200, ok.text  # unchanged: the token still rotates
+
+
+@pytest.mark.parametrize("header", MALFORMED_BASIC.values(), ids=MALFORMED_BASIC.keys())
+def test_ca02_each_malformed_basic_header_is_exactly_invalid_request(
+    watched: Watched, header: str
+) -> None:
+    _basic_refused_before_the_store(watched, header)
 
 
 # IV-01
@@ -471,22 +477,7 @@ def test_iv01_hostile_characters_in_the_token_form_are_invalid_request(
 def test_iv01_hostile_characters_in_basic_credentials_are_invalid_request(
     watched: Watched, header: str
 ) -> None:
-    server = watched.server
-    token = server.rt0("conf")
-    before = watched.quiet_traffic()
-    response = post(
-        server,
-        {"grant_type": "refresh_token", "refresh_token": token},
-        headers={"Authorization": header},
-    )
-    assert_error(response, 400, "invalid_request")
-    assert watched.quiet_traffic() == before
-    ok = post(
-        server,
-        {"grant_type": "refresh_token", "refresh_token": token},
-        auth=("conf", server.secrets["conf"]),
-    )
-    assert ok.status_code == 200, ok.text
+    _basic_refused_before_the_store(watched, header)
 
 
 HOSTILE_SIDS = {

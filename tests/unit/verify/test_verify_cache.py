@@ -39,6 +39,19 @@ class Clock:
         return self.now
 
 
+CLAIMS: dict[str, Any] = {
+    "iss": ISSUER,
+    "sub": "8b0d8a4e-4a53-4a8e-9d4b-0f6f1d0c2a11",
+    "aud": AUDIENCE,
+    "exp": NOW + 900,
+    "iat": NOW,
+    "jti": "j-1",
+    "client_id": "app",
+    "sid": "s-1",
+}
+"""The claims of every test token, less `scope`."""
+
+
 class Issuer:
     """Signing keys, and the metadata and JWKS the kit fetches."""
 
@@ -59,18 +72,7 @@ class Issuer:
 
     def sign(self, kid: str, header: dict[str, Any] | None = None, **claims: Any) -> str:
         alg, key = self.private[kid]
-        body = {
-            "iss": ISSUER,
-            "sub": "8b0d8a4e-4a53-4a8e-9d4b-0f6f1d0c2a11",
-            "aud": AUDIENCE,
-            "exp": NOW + 900,
-            "iat": NOW,
-            "jti": "j-1",
-            "client_id": "app",
-            "scope": "read",
-            "sid": "s-1",
-            **claims,
-        }
+        body = {**CLAIMS, "scope": "read", **claims}
         head = {"typ": "at+jwt", "alg": alg, "kid": kid, **(header or {})}
         return jwt.encode(
             head, {k: v for k, v in body.items() if v is not None}, key, algorithms=[alg]
@@ -508,17 +510,7 @@ def test_the_kit_and_the_issuers_check_agree_on_every_claim_rule(claims: dict[st
 def _signed_with_nulls(issuer: Issuer, claims: dict[str, Any]) -> str:
     """`issuer.sign`, where a claim given as None is sent as JSON null, not dropped."""
     alg, key = issuer.private["k-ES256"]
-    body = {
-        "iss": ISSUER,
-        "sub": "8b0d8a4e-4a53-4a8e-9d4b-0f6f1d0c2a11",
-        "aud": AUDIENCE,
-        "exp": NOW + 900,
-        "iat": NOW,
-        "jti": "j-1",
-        "client_id": "app",
-        "sid": "s-1",
-        **claims,
-    }
+    body = {**CLAIMS, **claims}
     header = {"typ": "at+jwt", "alg": alg, "kid": "k-ES256"}
     return jwt.encode(header, body, key, algorithms=[alg])
 
