@@ -46,6 +46,11 @@ class KeysUnavailable(Exception):
     """The issuer's keys could not be fetched and none are cached: answer 503."""
 
 
+_new = object.__new__
+_set = object.__setattr__
+_tuple = tuple.__new__
+
+
 @dataclass(frozen=True)
 class AccessToken:
     """A verified access token."""
@@ -71,15 +76,19 @@ class AccessToken:
         """The token of verified `claims`. A frozen dataclass's `__init__` sets each field
         through `object.__setattr__`, which cost a tenth of the budget of a verification
         beside its signature; this sets the same fields at once, on a fresh instance."""
-        token = object.__new__(cls)
-        token.__dict__.update(
-            subject=claims["sub"],
-            client_id=claims["client_id"],
-            scopes=frozenset(str(claims.get("scope", "")).split()),
-            session_id=session_id,
-            expires_at=expires_at,
-            claims=claims,
-            jkt=jkt,
+        token = _new(cls)
+        _set(
+            token,
+            "__dict__",
+            {
+                "subject": claims["sub"],
+                "client_id": claims["client_id"],
+                "scopes": frozenset(str(claims.get("scope", "")).split()),
+                "session_id": session_id,
+                "expires_at": expires_at,
+                "claims": claims,
+                "jkt": jkt,
+            },
         )
         return token
 
@@ -189,16 +198,15 @@ class Verifier:
     def _check(self, token: str, *, bound: bool) -> AccessToken:
         now = self._clock()
         cached = self._cache.get(token) if isinstance(token, str) else None
-        if cached is None:
-            return self._check_cold(token, now, bound=bound)
-        try:
-            return self._current(cached, now, bound=bound)
-        except TokenRejected:
-            if cached.expires <= now - self._leeway:
-                self._cache.discard(token)
-            raise
-
-    def _check_cold(self, token: str, now: float, *, bound: bool) -> AccessToken:
+        if cached is not None:
+            try:
+                return self._current(cached, now, bound=bound)
+            except TokenRejected:
+                if cached.expires <= now - self._leeway:
+                    self._cache.discard(token)
+                raise
+        # Cold: every check, then the cache. (One function, not two: this is the hot
+        # path of a resource server, and a call costs a share of its budget.)
         if not self._keys.keys and self._fetched_at is not None:
             raise KeysUnavailable(f"no usable keys from {self.issuer}")
         # Read before the keys: an entry verified under keys that change meanwhile is
@@ -206,31 +214,23 @@ class Verifier:
         generation = self._cache.generation
         try:
             claims, expires, not_before = verified_claims(
-                token,
-                self._prepared,
-                issuer=self.issuer,
-                audience=self.audience,
-                now=now,
-                leeway=self._leeway,
+                token, self._prepared, self.issuer, self.audience, now, self._leeway
             )
         except UnknownKid as error:
             raise _UnknownKey(str(error)) from None
         except InvalidAccessToken as error:
             raise TokenRejected(str(error)) from None
         sid = claims.get("sid")
-        entry = CachedToken(
-            AccessToken._of(
-                claims,
-                sid if isinstance(sid, str) else None,
-                datetime.fromtimestamp(expires, UTC),
-                _confirmation(claims),
-            ),
-            expires,
-            not_before,
+        access = AccessToken._of(
+            claims,
+            sid if isinstance(sid, str) else None,
+            datetime.fromtimestamp(expires, UTC),
+            _confirmation(claims) if "cnf" in claims else None,
         )
         # The dates were checked with the claims; what else each call checks, now.
-        access = self._admitted(entry.access, bound=bound)
-        self._cache.put(token, entry, generation)
+        self._admitted(access, bound)
+        # `CachedToken(...)` without its Python-level `__new__`.
+        self._cache.put(token, _tuple(CachedToken, (access, expires, not_before)), generation)
         return access
 
     def _current(self, entry: CachedToken, now: float, *, bound: bool) -> AccessToken:
@@ -240,9 +240,9 @@ class Verifier:
             raise TokenRejected("expired")
         if entry.not_before > now + self._leeway:
             raise TokenRejected("not yet valid")
-        return self._admitted(entry.access, bound=bound)
+        return self._admitted(entry.access, bound)
 
-    def _admitted(self, access: AccessToken, *, bound: bool) -> AccessToken:
+    def _admitted(self, access: AccessToken, bound: bool) -> AccessToken:
         """`access`, unless its session is revoked or it is presented the wrong way."""
         session_id = access.session_id
         if session_id is not None and self._revoked is not None and self._revoked(session_id):
