@@ -28,7 +28,7 @@ from keyturn.crypto.access_tokens import (
     InvalidAccessToken,
     claim_times,
 )
-from keyturn.verify.signatures import Check, b64url_decode
+from keyturn.verify.signatures import Check, b64url_decode, b64url_decode_signed
 
 MAX_HEADERS = 64
 """Headers remembered per key set; an issuer uses one per key."""
@@ -105,7 +105,7 @@ def verified_claims(
     if not known and len(keys.headers) < MAX_HEADERS:
         keys.headers[head] = check
     try:
-        claims = orjson.loads(b64url_decode(data[first + 1 : second]))
+        claims = orjson.loads(b64url_decode_signed(data[first + 1 : second]))
     except ValueError:  # orjson.JSONDecodeError is one
         raise InvalidAccessToken("payload is not base64url JSON") from None
     if type(claims) is not dict:

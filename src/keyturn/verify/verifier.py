@@ -83,7 +83,8 @@ class AccessToken:
             {
                 "subject": claims["sub"],
                 "client_id": claims["client_id"],
-                "scopes": frozenset(str(claims.get("scope", "")).split()),
+                # `scope` is a string: `claim_times` checked it.
+                "scopes": frozenset(claims.get("scope", "").split()),
                 "session_id": session_id,
                 "expires_at": expires_at,
                 "claims": claims,
