@@ -36,9 +36,12 @@ SYSTEMS = [
         "advance the session if the rules rotate it, committed (one statement on "
         "PostgreSQL; a lock-free read and one guarded `UPDATE` on SQLite); sign an ES256 "
         "JWT access token; derive the successor (nothing is stored per token)",
-        "`python -m keyturn serve --workers W` (uvicorn); grace window 10 s; reuse ends the "
-        "session; token rate limit raised to 10⁸/min; sessions preloaded in bulk "
-        "(`bench.engine.preload`)",
+        "`python -m keyturn serve --workers W` (uvicorn) on a database it has just created "
+        "and migrated, every setting as shipped (default logging, grace window 10 s, reuse "
+        "ends the session) but the login and token rate limits, raised to 10⁸/min (all "
+        "requests come from 127.0.0.1; the limiter still counts every one); sessions "
+        "opened by logins at `/auth/login` (`bench.load.logins`), no database "
+        "maintenance run by hand",
     ),
     (
         "django-oauth-toolkit",
@@ -264,9 +267,10 @@ def scale_part(rows: list[dict[str, Any]]) -> list[str]:
         "### A hundred thousand or a million live sessions",
         "",
         f"keyturn, one worker, {concurrency} connections, against a database preloaded "
-        "with each number of live sessions; the chains rotated are drawn at random from "
-        "the whole table, so every read and every compare-and-swap goes through the full "
-        "primary-key index.",
+        "with each number of live sessions (in bulk by `bench.engine.preload`: logins "
+        "would take hours; nothing run after it, not even `ANALYZE`); the chains rotated "
+        "are drawn at random from the whole table, so every read and every "
+        "compare-and-swap goes through the full primary-key index.",
         "",
         *table(
             [

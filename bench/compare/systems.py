@@ -13,12 +13,13 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.compare.procs import answers, free_port, server
 from bench.engine.preload import PG, SECRET, dispose, first_tokens, prepare
 from bench.engine.report import ROOT
+from bench.load.logins import log_in, register
 from bench.load.shapes import Endpoint, ShapeName
 from keyturn.settings import Settings
 from keyturn.wiring import open_engine
@@ -83,50 +84,97 @@ def _pg_schema(prefix: str) -> Iterator[str]:
 
 @contextmanager
 def keyturn(spec: Spec, n: int, folder: Path, *, sessions: int | None = None) -> Iterator[Running]:
-    """keyturn, preloaded in bulk with `sessions` live sessions (default `n`,
-    `bench.engine.preload`); the generation-0 refresh tokens of `n` of them, drawn at
-    random, are derived, not read back."""
+    """keyturn as the README deploys it: `keyturn serve` on a new database, which it
+    migrates itself, with the shipped settings but for the rate limits (every request
+    comes from one address). Its `n` sessions are opened by logins at `/auth/login`
+    (`bench.load.logins`), in random order for the chains. With `sessions` (the scale
+    line: 10^5 and more, which logins would take hours to open) the database is bulk
+    loaded first instead (`bench.engine.preload`, no maintenance after it) and `n` of
+    its sessions' tokens are derived, not read back."""
+    if sessions is not None:
+        yield from _keyturn_preloaded(spec, n, folder, sessions)
+        return
+    with (
+        _keyturn_database(spec.store, folder) as database,
+        _keyturn_server(spec, folder, database) as (running, base),
+    ):
+        settings = Settings(
+            database_url=database["KEYTURN_DATABASE_URL"],
+            db_schema=database.get("KEYTURN_DB_SCHEMA"),
+            secret_key=SECRET,
+        )
+        users = asyncio.run(register(settings, n))
+        tokens = asyncio.run(log_in(base, users, n))
+        random.Random(n).shuffle(tokens)
+        yield replace(running, tokens=tokens)
+
+
+@contextmanager
+def _keyturn_database(store: str, folder: Path) -> Iterator[dict[str, str]]:
+    """A new, empty database for keyturn: a schema of its own, or a new SQLite file."""
+    if store == "sqlite":
+        db = folder / f"keyturn-{uuid.uuid4().hex[:6]}.db"
+        yield {"KEYTURN_DATABASE_URL": f"sqlite:///{db}"}
+        return
+    with _pg_schema("bench_keyturn") as schema:
+        yield {"KEYTURN_DATABASE_URL": PG, "KEYTURN_DB_SCHEMA": schema}
+
+
+@contextmanager
+def _keyturn_server(
+    spec: Spec, folder: Path, database: dict[str, str]
+) -> Iterator[tuple[Running, str]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **database,
+        "KEYTURN_SECRET_KEY": SECRET,
+        "KEYTURN_ISSUER": base,
+        # The only settings changed: the load and the logins all come from 127.0.0.1.
+        # The limiter still counts and checks every request.
+        "KEYTURN_LOGIN_REQUESTS_PER_MINUTE": "100000000",
+        "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "100000000",
+        "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "100000000",
+    }
+    command = [sys.executable, "-m", "keyturn", "serve"]
+    command += ["--port", str(port), "--workers", str(spec.workers)]
+    with server(
+        command,
+        env=env,
+        cwd=ROOT,
+        log=folder / f"keyturn-{spec.store}-{spec.workers}.log",
+        ready=answers("127.0.0.1", port, "/healthz"),
+    ) as proc:
+        yield (
+            Running(
+                Endpoint(f"{base}/oauth/token", "oauth", "bench"),
+                [],
+                proc.pid,
+                "python -m keyturn serve --workers " + str(spec.workers),
+            ),
+            base,
+        )
+
+
+def _keyturn_preloaded(spec: Spec, n: int, folder: Path, sessions: int) -> Iterator[Running]:
     pool = Settings.model_fields["db_pool_size"].default
-    total = sessions or n
-    target = prepare(spec.store, total, folder, pool)
+    target = prepare(spec.store, sessions, folder, pool, settle=False)
     try:
 
         async def derive() -> list[str]:
             engine = await open_engine(target.settings(), schema=target.schema)
             try:
-                chosen = random.Random(total).sample(range(1, total + 1), n)
+                chosen = random.Random(sessions).sample(range(1, sessions + 1), n)
                 return await first_tokens(engine, target, chosen)
             finally:
                 await engine.close()
 
         tokens = asyncio.run(derive())
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            "KEYTURN_DATABASE_URL": target.url,
-            "KEYTURN_SECRET_KEY": SECRET,
-            "KEYTURN_ISSUER": base,
-            "KEYTURN_GRACE_SECONDS": "10",
-            "KEYTURN_TOKEN_REQUESTS_PER_MINUTE": "100000000",
-            "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "100000000",
-        }
+        database = {"KEYTURN_DATABASE_URL": target.url}
         if target.schema:
-            env["KEYTURN_DB_SCHEMA"] = target.schema
-        command = [sys.executable, "-m", "keyturn", "serve"]
-        command += ["--port", str(port), "--workers", str(spec.workers)]
-        with server(
-            command,
-            env=env,
-            cwd=ROOT,
-            log=folder / f"keyturn-{spec.store}-{spec.workers}.log",
-            ready=answers("127.0.0.1", port, "/healthz"),
-        ) as proc:
-            yield Running(
-                Endpoint(f"{base}/oauth/token", "oauth", "bench"),
-                tokens,
-                proc.pid,
-                "python -m keyturn serve --workers " + str(spec.workers),
-            )
+            database["KEYTURN_DB_SCHEMA"] = target.schema
+        with _keyturn_server(spec, folder, database) as (running, _):
+            yield replace(running, tokens=tokens)
     finally:
         dispose(target)
 

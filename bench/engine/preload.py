@@ -153,7 +153,7 @@ FROM generate_series(1, $8) AS i
 """
 
 
-async def _load_postgres(target: Target, password_hash: str) -> None:
+async def _load_postgres(target: Target, password_hash: str, settle: bool) -> None:
     conn = await asyncpg.connect(target.url, server_settings={"search_path": target.schema or ""})
     try:
         created = target.loaded_at - DAY
@@ -169,11 +169,12 @@ async def _load_postgres(target: Target, password_hash: str) -> None:
             USER_AGENT,
             target.sessions,
         )
-        # Steady state, not a freshly loaded heap: hint bits and the visibility map
-        # set, statistics current, and the load's WAL checkpointed before measuring.
-        await conn.execute("VACUUM (ANALYZE) users")
-        await conn.execute("VACUUM (ANALYZE) sessions")
-        await conn.execute("CHECKPOINT")
+        if settle:
+            # Steady state, not a freshly loaded heap: hint bits and the visibility map
+            # set, statistics current, and the load's WAL checkpointed before measuring.
+            await conn.execute("VACUUM (ANALYZE) users")
+            await conn.execute("VACUUM (ANALYZE) sessions")
+            await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 
@@ -183,7 +184,7 @@ def _micros(moment: datetime) -> int:
     return round(moment.timestamp() * 1_000_000)
 
 
-def _load_sqlite(target: Target, password_hash: str) -> None:
+def _load_sqlite(target: Target, password_hash: str, settle: bool) -> None:
     created = target.loaded_at - DAY
     db = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
     try:
@@ -214,8 +215,9 @@ def _load_sqlite(target: Target, password_hash: str) -> None:
             sessions,
         )
         db.execute("COMMIT")
-        db.execute("ANALYZE")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if settle:
+            db.execute("ANALYZE")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
 
@@ -228,8 +230,13 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-def prepare(store: str, sessions: int, folder: Path, pool_size: int) -> Target:
-    """Create, migrate, seed and preload a database of `sessions` live sessions."""
+def prepare(
+    store: str, sessions: int, folder: Path, pool_size: int, *, settle: bool = True
+) -> Target:
+    """Create, migrate, seed and preload a database of `sessions` live sessions. With
+    `settle`, then vacuum, analyse and checkpoint it: the state of a database that has
+    run a while (the engine benchmarks). `bench/run` passes False: nothing keyturn does
+    not run itself."""
     if store == "postgres":
         schema: str | None = f"bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_pg_admin(f"CREATE SCHEMA {schema}"))
@@ -245,9 +252,9 @@ def prepare(store: str, sessions: int, folder: Path, pool_size: int) -> Target:
         began = time.perf_counter()
         target = Target(store, url, schema, sessions, mac_key_id, pool_size, datetime.now(UTC), 0.0)
         if store == "postgres":
-            asyncio.run(_load_postgres(target, password_hash))
+            asyncio.run(_load_postgres(target, password_hash, settle))
         else:
-            _load_sqlite(target, password_hash)
+            _load_sqlite(target, password_hash, settle)
     except BaseException:
         if schema:
             asyncio.run(_pg_admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
