@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,6 +278,33 @@ def test_a_non_canonical_last_character_of_the_signature_is_refused() -> None:
         with pytest.raises(TokenRejected, match="bad signature or encoding"):
             verifier.verify(token[:-1] + alphabet[last + spare])
     assert len(verifier._cache) == 0
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(lambda p: p + "==", id="padding"),
+        pytest.param(lambda p: p[:10] + " " + p[10:], id="a space"),
+        pytest.param(lambda p: p[:10] + "!" + p[10:], id="outside the alphabet"),
+        pytest.param(lambda p: p.replace("-", "+").replace("_", "/"), id="base64 not url"),
+    ],
+)
+def test_a_payload_read_leniently_is_still_the_one_that_was_signed(
+    respell: Callable[[str], str],
+) -> None:
+    # The payload is decoded after its signature, by a decoder that skips what is not
+    # base64url: any other spelling is another signing input, and fails the signature,
+    # so it never reaches the lenient decoder, and never makes a second cache entry.
+    issuer, _, _, verifier = setup()
+    # "~~~" and "???" are "fn5-" and "Pz8_" in base64url, at any alignment of a run.
+    token = issuer.sign("k-ES256", note="~" * 9 + "?" * 9)
+    head, payload, signature = token.split(".")
+    verifier.verify(token)
+    variant = f"{head}.{respell(payload)}.{signature}"
+    assert variant != token
+    with pytest.raises(TokenRejected, match="bad signature or encoding"):
+        verifier.verify(variant)
+    assert list(verifier._cache._entries) == [token]
 
 
 def test_the_bound_holds_under_a_flood_of_distinct_valid_tokens() -> None:
