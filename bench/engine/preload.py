@@ -24,15 +24,14 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.load.logins import CLIENT, PASSWORD, SCOPE, add_client
 from keyturn.core.ids import ClientId, SessionId, UserId
-from keyturn.core.models import ClientType, Delivery, GrantType, Session
+from keyturn.core.models import Session
 from keyturn.settings import Settings
 from keyturn.wiring import Engine, migrate, open_engine
 
 PG = "postgresql://root@127.0.0.1:5432/test"
 SECRET = "bench-master-secret-HAS7_NkshlVqGwN0Rz-wI6n3sryx1JSN"
-CLIENT = "bench"
-SCOPE = frozenset({"read", "write"})
 SESSIONS_PER_USER = 4
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -123,14 +122,8 @@ async def _seed(url: str, schema: str | None, pool_size: int) -> tuple[str, int]
     active refresh MAC key id. Returns the password hash and the key id."""
     engine = await open_engine(bench_settings(url, schema, pool_size), schema=schema)
     try:
-        user = await engine.admin.add_user("bench", "a long bench passphrase")
-        await engine.admin.add_client(
-            CLIENT,
-            ClientType.PUBLIC,
-            grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
-            scope=SCOPE,
-            delivery=Delivery.BODY,
-        )
+        user = await engine.admin.add_user("bench", PASSWORD)
+        await add_client(engine)
         return user.password_hash, await engine.tokens.active_mac_key_id()
     finally:
         await engine.close()

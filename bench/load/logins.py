@@ -15,7 +15,7 @@ import httpx
 
 from keyturn.core.models import ClientType, Delivery, GrantType
 from keyturn.settings import Settings
-from keyturn.wiring import open_engine
+from keyturn.wiring import Engine, open_engine
 
 CLIENT = "bench"
 PASSWORD = "a long bench passphrase"
@@ -29,19 +29,25 @@ async def register(settings: Settings, sessions: int) -> list[str]:
     sessions, through the admin service; their usernames."""
     engine = await open_engine(settings, schema=settings.db_schema)
     try:
-        await engine.admin.add_client(
-            CLIENT,
-            ClientType.PUBLIC,
-            grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
-            scope=SCOPE,
-            delivery=Delivery.BODY,
-        )
+        await add_client(engine)
         names = [f"user-{j}" for j in range(max(1, -(-sessions // SESSIONS_PER_USER)))]
         for name in names:
             await engine.admin.add_user(name, PASSWORD)
         return names
     finally:
         await engine.close()
+
+
+async def add_client(engine: Engine) -> None:
+    """The benchmarks' client: public, first-party (password and refresh-token
+    grants), its refresh token in the response body."""
+    await engine.admin.add_client(
+        CLIENT,
+        ClientType.PUBLIC,
+        grant_types={GrantType.PASSWORD, GrantType.REFRESH_TOKEN},
+        scope=SCOPE,
+        delivery=Delivery.BODY,
+    )
 
 
 async def log_in(base: str, users: list[str], sessions: int) -> list[str]:
