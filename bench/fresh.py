@@ -20,7 +20,8 @@ What it does, in order:
 
 Settings that differ from a README deployment, and why: `KEYTURN_DB_SCHEMA` (a schema of
 its own, dropped after; it sets the connections' `search_path` and nothing else),
-`KEYTURN_LOGIN_REQUESTS_PER_MINUTE`, `KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE` (every
+`KEYTURN_LOGIN_REQUESTS_PER_MINUTE`, `KEYTURN_TOKEN_REQUESTS_PER_MINUTE`,
+`KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE` (every
 login and rotation comes from 127.0.0.1, which the shipped limits would refuse; the
 counters are still kept and checked on every request).
 
@@ -35,37 +36,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.compare.procs import answers, free_port, server
-from bench.engine.preload import PG
-from bench.engine.report import ROOT, machine, write_json
+from bench.compare.systems import KEYTURN, Spec, keyturn_database, keyturn_server
+from bench.engine.preload import PG, SECRET
+from bench.engine.report import machine, write_json
 from bench.latency import percentile
 from bench.load.http import Client
 from bench.load.logins import CLIENT, log_in, register
 from bench.load.shapes import Endpoint, Shape
 from keyturn.settings import Settings
-
-
-@contextmanager
-def _database(store: str, folder: Path) -> Iterator[dict[str, str]]:
-    """The environment naming a new, empty database; dropped after."""
-    if store == "sqlite":
-        yield {"KEYTURN_DATABASE_URL": f"sqlite:///{folder / 'keyturn.db'}"}
-        return
-    schema = f"fresh_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_pg(f"CREATE SCHEMA {schema}"))
-    try:
-        yield {"KEYTURN_DATABASE_URL": PG, "KEYTURN_DB_SCHEMA": schema}
-    finally:
-        asyncio.run(_pg(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
 
 async def _pg(sql: str, schema: str | None = None) -> None:
@@ -150,67 +134,55 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     label = args.label or f"{args.store}-{args.workers}w-{args.maintenance}"
-    with tempfile.TemporaryDirectory() as tmp, _database(args.store, Path(tmp)) as db:
-        folder = Path(tmp)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **db,
-            "KEYTURN_SECRET_KEY": "bench-master-secret-HAS7_NkshlVqGwN0Rz-wI6n3sryx1JSN",
-            "KEYTURN_ISSUER": base,
-            "KEYTURN_LOGIN_REQUESTS_PER_MINUTE": "100000000",
-            "KEYTURN_PUBLIC_CLIENT_REQUESTS_PER_MINUTE": "100000000",
-        }
-        command = [sys.executable, "-m", "keyturn", "serve", "--port", str(port)]
-        command += ["--workers", str(args.workers)]
-        log = folder / "keyturn.log"
-        with server(
-            command, env=env, cwd=ROOT, log=log, ready=answers("127.0.0.1", port, "/healthz")
-        ):
-            settings = Settings(
-                database_url=env["KEYTURN_DATABASE_URL"],
-                db_schema=env.get("KEYTURN_DB_SCHEMA"),
-                secret_key=env["KEYTURN_SECRET_KEY"],
-            )
-            users = asyncio.run(register(settings, args.sessions))
-            began = time.perf_counter()
-            tokens = asyncio.run(log_in(base, users, args.sessions))
-            login_seconds = time.perf_counter() - began
-            print(f"# {len(tokens)} logins in {login_seconds:.1f} s", flush=True)
-            if args.maintenance != "none" and args.store == "postgres":
-                sql = "VACUUM (ANALYZE)" if args.maintenance == "vacuum-analyze" else "ANALYZE"
-                asyncio.run(_pg(sql, db["KEYTURN_DB_SCHEMA"]))
-            elif args.maintenance != "none":
-                subprocess.run(
-                    ["sqlite3", db["KEYTURN_DATABASE_URL"].removeprefix("sqlite:///"), "ANALYZE"],
-                    check=True,
-                )
-            endpoint = Endpoint(f"{base}/oauth/token", "oauth", CLIENT)
-            done = asyncio.run(_rotate(endpoint, tokens, args.concurrency, args.seconds))
-        slices = _slices(done, args.seconds, args.slice)
-        for s in slices:
-            print(
-                f"{s['from_s']:>5.0f}–{s['to_s']:<4.0f}s "
-                f"rotations/s={s['rotations_per_second']:8.1f} "
-                f"p50={s['p50_ms']}ms p99={s['p99_ms']}ms",
-                flush=True,
-            )
-        total = len(done) / args.seconds
-        print(f"# {label}: {total:.1f} rotations/s over {args.seconds:.0f} s", flush=True)
-        stamp = datetime.now(UTC)
-        write_json(
-            f"fresh-{stamp:%Y-%m-%d}-{label}.json",
-            {
-                "when": stamp.isoformat(timespec="seconds"),
-                "machine": machine(),
-                "command": "python -m bench.fresh " + " ".join(argv),
-                "label": label,
-                "settings": vars(args),
-                "login_seconds": round(login_seconds, 1),
-                "rotations_per_second": round(total, 1),
-                "slices": slices,
-            },
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        keyturn_database(args.store, Path(tmp)) as db,
+        keyturn_server(Spec(KEYTURN, args.store, args.workers), Path(tmp), db) as (_, base),
+    ):
+        settings = Settings(
+            database_url=db["KEYTURN_DATABASE_URL"],
+            db_schema=db.get("KEYTURN_DB_SCHEMA"),
+            secret_key=SECRET,
         )
+        users = asyncio.run(register(settings, args.sessions))
+        began = time.perf_counter()
+        tokens = asyncio.run(log_in(base, users, args.sessions))
+        login_seconds = time.perf_counter() - began
+        print(f"# {len(tokens)} logins in {login_seconds:.1f} s", flush=True)
+        if args.maintenance != "none" and args.store == "postgres":
+            sql = "VACUUM (ANALYZE)" if args.maintenance == "vacuum-analyze" else "ANALYZE"
+            asyncio.run(_pg(sql, db["KEYTURN_DB_SCHEMA"]))
+        elif args.maintenance != "none":
+            subprocess.run(
+                ["sqlite3", db["KEYTURN_DATABASE_URL"].removeprefix("sqlite:///"), "ANALYZE"],
+                check=True,
+            )
+        endpoint = Endpoint(f"{base}/oauth/token", "oauth", CLIENT)
+        done = asyncio.run(_rotate(endpoint, tokens, args.concurrency, args.seconds))
+    slices = _slices(done, args.seconds, args.slice)
+    for s in slices:
+        print(
+            f"{s['from_s']:>5.0f}–{s['to_s']:<4.0f}s "
+            f"rotations/s={s['rotations_per_second']:8.1f} "
+            f"p50={s['p50_ms']}ms p99={s['p99_ms']}ms",
+            flush=True,
+        )
+    total = len(done) / args.seconds
+    print(f"# {label}: {total:.1f} rotations/s over {args.seconds:.0f} s", flush=True)
+    stamp = datetime.now(UTC)
+    write_json(
+        f"fresh-{stamp:%Y-%m-%d}-{label}.json",
+        {
+            "when": stamp.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "command": "python -m bench.fresh " + " ".join(argv),
+            "label": label,
+            "settings": vars(args),
+            "login_seconds": round(login_seconds, 1),
+            "rotations_per_second": round(total, 1),
+            "slices": slices,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ def keyturn(spec: Spec, n: int, folder: Path, *, sessions: int | None = None) ->
         yield from _keyturn_preloaded(spec, n, folder, sessions)
         return
     with (
-        _keyturn_database(spec.store, folder) as database,
-        _keyturn_server(spec, folder, database) as (running, base),
+        keyturn_database(spec.store, folder) as database,
+        keyturn_server(spec, folder, database) as (running, base),
     ):
         settings = Settings(
             database_url=database["KEYTURN_DATABASE_URL"],
@@ -110,7 +110,7 @@ def keyturn(spec: Spec, n: int, folder: Path, *, sessions: int | None = None) ->
 
 
 @contextmanager
-def _keyturn_database(store: str, folder: Path) -> Iterator[dict[str, str]]:
+def keyturn_database(store: str, folder: Path) -> Iterator[dict[str, str]]:
     """A new, empty database for keyturn: a schema of its own, or a new SQLite file."""
     if store == "sqlite":
         db = folder / f"keyturn-{uuid.uuid4().hex[:6]}.db"
@@ -121,9 +121,11 @@ def _keyturn_database(store: str, folder: Path) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def _keyturn_server(
+def keyturn_server(
     spec: Spec, folder: Path, database: dict[str, str]
 ) -> Iterator[tuple[Running, str]]:
+    """`keyturn serve` on `database` (which it migrates), as the README starts it: the
+    running server (no tokens yet) and its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -173,7 +175,7 @@ def _keyturn_preloaded(spec: Spec, n: int, folder: Path, sessions: int) -> Itera
         database = {"KEYTURN_DATABASE_URL": target.url}
         if target.schema:
             database["KEYTURN_DB_SCHEMA"] = target.schema
-        with _keyturn_server(spec, folder, database) as (running, _):
+        with keyturn_server(spec, folder, database) as (running, _):
             yield replace(running, tokens=tokens)
     finally:
         dispose(target)

@@ -1,9 +1,10 @@
 """The cold check of an access token (RFC 9068 §4, RFC 8725) over prepared keys.
 
 The same rules as `keyturn.crypto.access_tokens.verify`, which the issuer itself uses,
-with the token read once: one ASCII encoding, one strict base64url and one JSON decoding
-per segment, and the signature checked by `cryptography` under a key prepared when the
-key set was loaded (`signatures.prepare`). The claim rules are the issuer's own
+with the token read once: one ASCII encoding, one base64url and one JSON decoding per
+segment (strict but for the payload, read after its signature verified), and the
+signature checked by `cryptography` under a key prepared when the key set was loaded
+(`signatures.prepare`). The claim rules are the issuer's own
 (`access_tokens.claim_times`, over the clock as a number), and they hand back `exp` and
 the not-before moment the cache checks again. An issuer signs every token of a
 key under one header, so a header that has already led to a good signature is
