@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.compare.profile              # SQLite and PostgreSQL
     .venv/bin/python -m bench.compare.profile --stores postgres --seconds 20
 
-For each store: `keyturn serve --workers 1` on a preloaded database (as `bench/run`
-starts it), driven by `bench.load` at 16 connections, while `py-spy` samples the server
+For each store: `keyturn serve --workers 1` on a new database, its sessions opened by
+logins (`bench.compare.systems.keyturn`, as `bench/run` starts it), driven by
+`bench.load` at 16 connections, while `py-spy` samples the server
 process from outside (`--rate` per second, CPU-busy samples only, no changes to the
 server). Each sampled stack is put in one category by its deepest frame that belongs to
 one (`CATEGORIES`, first match from the leaf); JSON encoding is counted under the part
