@@ -85,11 +85,11 @@ import asyncpg
 
 from bench.compare.__main__ import postgres_settings, versions
 from bench.compare.limits import pgbench
-from bench.compare.procs import TICKS, Window, tree_cpu_seconds
+from bench.compare.procs import Window, cpu_seconds, tree_cpu_seconds
 from bench.compare.systems import KEYTURN, Spec, keyturn, keyturn_database, keyturn_server
 from bench.engine.preload import PG, SECRET, Target, dispose, first_tokens, prepare
 from bench.engine.quiet import wait_for_quiet
-from bench.engine.report import RESULTS, machine
+from bench.engine.report import RESULTS, ROOT, int_list, machine
 from bench.load.drive import LoadResult, run_load
 from bench.load.grants import GrantResult, client_credentials, logins, run_grants
 from bench.load.logins import SESSIONS_PER_USER, log_in, register
@@ -114,14 +114,6 @@ T = TypeVar("T")
 
 
 # PostgreSQL's CPU
-
-
-def _own_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def _postgres_pids() -> list[int]:
@@ -161,7 +153,7 @@ class DatabaseCpu:
     def seconds(self) -> float:
         if self.postmaster is not None:
             return sum(tree_cpu_seconds(self.postmaster).values())
-        return sum(_own_cpu_seconds(p) for p in _postgres_pids())
+        return sum(cpu_seconds(p) or 0.0 for p in _postgres_pids())
 
 
 # PostgreSQL's counters
@@ -436,10 +428,6 @@ async def add_service_client(settings: Settings) -> str:
     return added.secret
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 @contextmanager
 def served(store: str, workers: int, folder: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
     """keyturn serving a new database: its pid, its base URL and the database."""
@@ -466,10 +454,10 @@ def cpu(args: argparse.Namespace, folder: Path, db_cpu: DatabaseCpu | None) -> l
             rotations, seen = measure(pid, database_cpu, args, load)
             rows.append(rotation_row(rotations, seen, **labels))
             say(f"cpu · {store} · rotations", rows[-1])
-            lines = [("login", logins(users), n) for n in _ints(args.login_concurrency)]
+            lines = [("login", logins(users), n) for n in int_list(args.login_concurrency)]
             lines += [
                 ("client_credentials", client_credentials(SERVICE_CLIENT, secret), n)
-                for n in _ints(args.cc_concurrency)
+                for n in int_list(args.cc_concurrency)
             ]
             for grant, request, n in lines:
                 drive = functools.partial(
@@ -489,7 +477,7 @@ def pgwork(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     c = args.concurrency
-    for workers in _ints(args.pgwork_workers):
+    for workers in int_list(args.pgwork_workers):
         with served("postgres", workers, folder) as (pid, base, database):
             schema = database["KEYTURN_DB_SCHEMA"]
             settings = _settings(database)
@@ -726,7 +714,7 @@ def _database(target: Target) -> dict[str, str]:
 def big(args: argparse.Namespace, folder: Path, db_cpu: DatabaseCpu | None) -> dict[str, Any]:
     c = args.concurrency
     n = args.big_sessions
-    levels = _ints(args.big_workers)
+    levels = int_list(args.big_workers)
     pool = Settings.model_fields["db_pool_size"].default
     print(f"# big: preloading {n:,} sessions on PostgreSQL", flush=True)
     began = time.perf_counter()
@@ -810,7 +798,7 @@ def scale(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     c = args.concurrency
-    for workers in _ints(args.processes):
+    for workers in int_list(args.processes):
         with keyturn(Spec(KEYTURN, "postgres", workers), args.tokens, folder) as running:
             block = running.tokens[: 2 * c]
             load = functools.partial(
@@ -862,6 +850,13 @@ def keyturn_settings() -> dict[str, Any]:
             )
         },
     }
+
+
+def _shown(value: object) -> object:
+    """A setting as the JSON records it: a path inside the repository relative to it."""
+    if isinstance(value, Path):
+        return str(value.relative_to(ROOT)) if value.is_relative_to(ROOT) else str(value)
+    return value
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -924,7 +919,7 @@ def main(argv: list[str]) -> int:
         "versions": versions([]),
         "postgresql_settings": postgres_settings(),
         "keyturn_settings": keyturn_settings(),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: _shown(v) for k, v in vars(args).items()},
         "database_cpu_source": db_cpu.source if db_cpu else None,
         **dict.fromkeys(SECTIONS),
         "failures": {},

@@ -53,12 +53,8 @@ from bench.compare.systems import (
 from bench.engine import breakdown
 from bench.engine.preload import PG
 from bench.engine.quiet import wait_for_quiet
-from bench.engine.report import DOC, RESULTS, ROOT, machine, replace_section
+from bench.engine.report import DOC, RESULTS, ROOT, int_list, machine, replace_section
 from bench.load.drive import line, run_load
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -154,7 +150,7 @@ def postgres_settings() -> dict[str, str]:
 
 
 def measure_spec(spec: Spec, args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    levels = _ints(args.concurrency)
+    levels = int_list(args.concurrency)
     rows: list[dict[str, Any]] = []
     with LAUNCHERS[spec.system](spec, args.tokens, folder) as running:
         offset = 0
@@ -216,7 +212,7 @@ def main(argv: list[str]) -> int:
                 failures[spec.label] = traceback.format_exc(limit=3)
                 print(f"# {spec.label} failed:\n{failures[spec.label]}", flush=True)
         if args.scale:
-            sizes = _ints(args.scale)
+            sizes = int_list(args.scale)
             limits["scale"] = scale(
                 ["postgres", "sqlite"],
                 sizes,

@@ -65,15 +65,22 @@ def peak_rss_mb(pid: int) -> dict[int, float]:
     return peaks
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of one process; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
 def tree_cpu_seconds(pid: int) -> dict[int, float]:
     """User + system CPU seconds of `pid` and of every live descendant, by pid."""
     seconds: dict[int, float] = {}
     for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seconds[p] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        used = cpu_seconds(p)
+        if used is not None:
+            seconds[p] = used
     return seconds
 
 

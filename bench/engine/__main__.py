@@ -22,15 +22,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.engine.preload import Target, dispose, prepare
-from bench.engine.report import ROOT, machine, machine_line, replace_section, table, write_json
+from bench.engine.report import (
+    ROOT,
+    int_list,
+    machine,
+    machine_line,
+    replace_section,
+    table,
+    write_json,
+)
 from bench.engine.run import Result, measure
 from keyturn.settings import Settings
 
 STORE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -160,14 +164,14 @@ def section(
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    levels = _ints(args.concurrency)
-    plan = [(p, c) for p in _ints(args.processes) for c in levels if c >= p]
+    levels = int_list(args.concurrency)
+    plan = [(p, c) for p in int_list(args.processes) for c in levels if c >= p]
     rng = random.Random(args.seed)
     results: list[Result] = []
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
         for store in args.stores.split(","):
-            for size in _ints(args.sessions):
+            for size in int_list(args.sessions):
                 target = prepare(store, size, Path(folder), args.pool_size)
                 targets.append(target)
                 try:

@@ -64,6 +64,11 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+def int_list(text: str) -> list[int]:
+    """A command line's comma-separated integers (`"1,16,64"`); empty parts skipped."""
+    return [int(x) for x in text.split(",") if x]
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on, and at which commit."""
     commit = _git("rev-parse", "--short", "HEAD")
