@@ -20,11 +20,20 @@ run again on one dedicated thread per store, whose connection waits up to the ti
 so the event loop never blocks on a lock wait. So do every listing, bulk revocation and
 purge. The loop's connection never checkpoints the WAL itself; every
 `_CHECKPOINT_EVERY` of its commits, the thread does (a checkpoint syncs the disk).
+
+The WAL file is written ahead to `_WAL_RESERVE` bytes of zeros when the store opens, so
+commits write over a file already on the disk at its size instead of growing it: on
+ext4 an error that turns the file system read-only can lose an acknowledged append
+(the file's new size with it), never an acknowledged overwrite
+(docs/decisions/sqlite-durability.md). SQLite's recovery stops at the first frame that
+is not valid, as it does past the old frames it leaves after every restart of the WAL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +63,11 @@ T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHECKPOINT_EVERY = 1000
+_WAL_RESERVE = 8 * 1024 * 1024
+"""Bytes of WAL written ahead: more than the WAL grows to between two checkpoints of
+`_CHECKPOINT_EVERY` commits under load (5.0 MB measured with two workers at 1,300
+rotations/s)."""
+log = logging.getLogger("keyturn.storage")
 _LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
@@ -216,6 +230,33 @@ class SqliteStore:
         if self._loop_commits % _CHECKPOINT_EVERY == 0:
             self._checkpoint_soon()
         return result
+
+    def _reserve_wal(self, db: sqlite3.Connection) -> None:
+        """Grow the `-wal` file to `_WAL_RESERVE` bytes of zeros written and synced, while
+        holding the write lock (no other connection appends frames meanwhile). Past its
+        size nothing of the WAL is valid, so only the end is written. Best effort: a disk
+        that refuses it leaves the store as it was, and says so."""
+        wal = self._path.with_name(self._path.name + "-wal")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            log.warning("sqlite: the WAL is not written ahead (%s)", error)
+            return
+        try:
+            fd = os.open(wal, os.O_WRONLY)
+            try:
+                size = os.fstat(fd).st_size
+                zeros = bytes(1 << 20)
+                for at in range(size, _WAL_RESERVE, len(zeros)):
+                    os.pwrite(fd, zeros[: _WAL_RESERVE - at], at)
+                if size < _WAL_RESERVE:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            log.warning("sqlite: the WAL is not written ahead (%s)", error)
+        finally:
+            db.execute("ROLLBACK")
 
     def _checkpoint_soon(self) -> None:
         """A passive WAL checkpoint on the store's thread, not waited for (it never
@@ -734,4 +775,5 @@ async def open_sqlite(database_url: str, *, timeout: float) -> SqliteStore:
         raise StoreUnavailable(detail=f"no database file at {path}; run keyturn migrate")
     store = SqliteStore(path, timeout=timeout)
     await store.ping()
+    await store._run(store._reserve_wal)
     return store
