@@ -11,8 +11,10 @@ httptools, the stack keyturn serves on, for reference.
 
 `floor-sqlite` and `floor-postgres` are that Starlette route doing the database work of
 a rotation and nothing else, the way keyturn does it: on SQLite, read one row of 10,000
-by primary key, then a compare-and-swap `UPDATE ... WHERE generation = <read>` (WAL,
-`synchronous=NORMAL`, on the event loop's thread); on PostgreSQL, one statement that
+by primary key, then a compare-and-swap `UPDATE ... WHERE generation = <read>`, the
+rotations of one turn of the event loop in one transaction (keyturn's `TurnBatcher`),
+on the event loop's thread, durable as keyturn's (WAL, `synchronous=FULL`, the WAL
+file written ahead so commits overwrite it in place); on PostgreSQL, one statement that
 reads the row and advances it only if it is still at the generation read (`WITH ...
 UPDATE`), committed on its own, through an asyncpg pool of 10. Both are served by
 keyturn's own uvicorn protocol (one write per response). No client authentication, no
@@ -26,8 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import cast
 
 _counter = itertools.count()
@@ -92,6 +95,8 @@ def _starlette_app() -> object:
 
 
 FLOOR_ROWS = 10_000
+FLOOR_WAL = 8 * 1024 * 1024
+"""Bytes of WAL written ahead, as keyturn's SQLite store does (`_WAL_RESERVE`)."""
 
 
 # keyturn's rotation statement, stripped to one table: the row as read, and the
@@ -117,23 +122,38 @@ def _floor_app(store: str, target: str, schema: str) -> object:
     from starlette.routing import Route
 
     if store == "sqlite":
+        from keyturn.storage.batching import TurnBatcher
+
         db = sqlite3.connect(target, isolation_level=None)
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA synchronous = FULL")
         db.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, generation INT)")
         db.execute("DELETE FROM floor")
         db.executemany("INSERT INTO floor VALUES (?, 0)", ((i,) for i in range(FLOOR_ROWS)))
+        with open(target + "-wal", "r+b") as wal:
+            wal.seek(0, 2)
+            wal.write(bytes(max(0, FLOOR_WAL - wal.tell())))
+            wal.flush()
+            os.fdatasync(wal.fileno())
+
+        async def rotate_all(keys: Sequence[int]) -> list[None]:
+            db.execute("BEGIN IMMEDIATE")
+            for key in keys:
+                (generation,) = db.execute(
+                    "SELECT generation FROM floor WHERE id = ?", (key,)
+                ).fetchone()
+                db.execute(
+                    "UPDATE floor SET generation = ? WHERE id = ? AND generation = ?",
+                    (generation + 1, key, generation),
+                )
+            db.execute("COMMIT")
+            return [None] * len(keys)
+
+        turns: TurnBatcher[int, None] = TurnBatcher(rotate_all, 64)
 
         async def rotate_sqlite(request: Request) -> Response:
             await request.body()
-            key = random.randrange(FLOOR_ROWS)
-            (generation,) = db.execute(
-                "SELECT generation FROM floor WHERE id = ?", (key,)
-            ).fetchone()
-            db.execute(
-                "UPDATE floor SET generation = ? WHERE id = ? AND generation = ?",
-                (generation + 1, key, generation),
-            )
+            await turns.submit(random.randrange(FLOOR_ROWS))
             return Response(_body(), media_type="application/json")
 
         return Starlette(routes=[Route("/oauth/token", rotate_sqlite, methods=["POST"])])
