@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.compare import plots, profile
+from bench.compare import bound, plots, profile
 from bench.compare.limits import ceiling, floor, pgbench
 from bench.compare.procs import Window
 from bench.compare.report import section
@@ -187,6 +187,25 @@ def measure_spec(spec: Spec, args: argparse.Namespace, folder: Path) -> list[dic
     return rows
 
 
+def _profile_and_costs(args: argparse.Namespace, payload: dict[str, Any], out: Path) -> None:
+    """The profile under load, the cost breakdown of one rotation, what the web layer
+    costs it, and from the breakdown and the floor how close to the floor a rotation
+    can come (added to the JSON at `out` and the docs)."""
+    profile.main(["--docs", args.docs])
+    # It writes to docs/benchmarks.md only; elsewhere it prints.
+    steps = breakdown.main([] if Path(args.docs) == DOC else ["--no-write"])
+    if "floor" in payload["limits"]:
+        payload["bound"] = bound.rows(payload["limits"]["floor"], steps, payload["results"])
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        if args.docs:
+            body = bound.section(payload["bound"], payload["command"])
+            replace_section("bound", body, Path(args.docs))
+    # A process of its own: it sets up prometheus-client's multiprocess mode, which
+    # must come before prometheus-client is first imported.
+    web = [sys.executable, "-m", "bench.engine.web"]
+    subprocess.run(web if Path(args.docs) == DOC else [*web, "--no-write"], check=True)
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     wanted = [w for w in args.only.split(",") if w]
@@ -258,13 +277,7 @@ def main(argv: list[str]) -> int:
         replace_section("compare", body, doc)
         print(f"# wrote {doc} and {images}/compare-*.png", flush=True)
     if not args.no_profile:
-        profile.main(["--docs", args.docs])
-        # It writes to docs/benchmarks.md only; elsewhere it prints.
-        breakdown.main([] if Path(args.docs) == DOC else ["--no-write"])
-        # A process of its own: it sets up prometheus-client's multiprocess mode, which
-        # must come before prometheus-client is first imported.
-        web = [sys.executable, "-m", "bench.engine.web"]
-        subprocess.run(web if Path(args.docs) == DOC else [*web, "--no-write"], check=True)
+        _profile_and_costs(args, payload, out)
     errors = sum(sum(r["errors"].values()) for r in rows)
     return 1 if failures or (args.quick and errors) else 0
 

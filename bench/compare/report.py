@@ -207,6 +207,7 @@ def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> lis
                 f"{r['rotations_per_second']:,.0f}",
                 f"{r['p99_ms']:.2f}",
                 f"{r['server_cpu_percent']:.0f}",
+                f"{r['server_cpu_percent'] * 1e4 / r['rotations_per_second']:,.0f}",
                 f"{keyturn:,.0f}" if keyturn else "–",
                 f"{r['rotations_per_second'] / keyturn:.2f}×" if keyturn else "–",
                 f"{r['busy_before']:.0f}",
@@ -219,8 +220,9 @@ def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> lis
         "own: `python -m bench.load.trivial --kind floor-sqlite|floor-postgres`, one "
         "uvicorn worker (with keyturn's one-write protocol) and a Starlette route that "
         "reads the request body and does a rotation's database work as keyturn does it "
-        "(SQLite in WAL mode with `synchronous=NORMAL`: a primary-key read, then a "
-        "compare-and-swap `UPDATE`; PostgreSQL through an asyncpg pool: one statement "
+        "(SQLite in WAL mode, durable as keyturn's: `synchronous=FULL`, the WAL written "
+        "ahead, a primary-key read then a compare-and-swap `UPDATE`, the rotations of "
+        "one event-loop turn in one transaction; PostgreSQL through an asyncpg pool: one statement "
         "that reads the row and advances it only if it is still at the generation read), "
         "then answers a fixed JSON body: no form parsing, token decoding, MAC, rules, "
         "signing, audit, logs or metrics. "
@@ -234,11 +236,12 @@ def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> lis
                 "floor rotations/s",
                 "floor p99 ms",
                 "floor server CPU %",
+                "floor CPU µs per rotation",
                 "keyturn 1w rotations/s",
                 "floor ÷ keyturn",
                 "busy before %",
             ],
-            "lrrrrrrr",
+            "lrrrrrrrr",
             body,
         ),
     ]

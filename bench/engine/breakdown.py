@@ -322,7 +322,8 @@ def section(facts: dict[str, str], figures: dict[str, dict[str, Any]], count: in
     )
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Measure, print, write (unless `--no-write`); returns the figures per store."""
     parser = argparse.ArgumentParser(prog="python -m bench.engine.breakdown")
     parser.add_argument("--rotations", type=int, default=3000)
     parser.add_argument("--no-write", action="store_true")
@@ -348,6 +349,7 @@ def main(argv: list[str]) -> None:
     if not args.no_write:
         write_json(f"breakdown-{facts['date']}.json", {"machine": facts, "figures": figures})
         replace_section("breakdown", body)
+    return figures
 
 
 if __name__ == "__main__":
