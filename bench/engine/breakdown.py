@@ -28,10 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from bench.engine.preload import CLIENT, Target, dispose, first_tokens, prepare, session_id
+from bench.engine.preload import Target, dispose, first_tokens, prepare, session_id
 from bench.engine.report import machine, machine_line, replace_section, table, write_json
+from bench.load.logins import CLIENT
 from keyturn.core.ports import Store
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.ending import SessionEnding
 from keyturn.service.refresh import Refresher
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
@@ -118,12 +120,15 @@ async def rotations(engine: Engine, chains: list[str], count: int) -> dict[str, 
     """Rotate `count` times, round-robin over `chains` (updated in place); the
     nanoseconds of each step of each rotation."""
     watch = Stopwatch()
+    store = cast(Store, TimedStore(engine.store, watch))
+    clock = SystemClock()
     refresher = Refresher(
-        cast(Store, TimedStore(engine.store, watch)),
+        store,
         cast(Tokens, TimedTokens(engine.tokens, watch)),
-        SystemClock(),
+        clock,
         engine.config,
         engine.clients,
+        SessionEnding(store, clock, engine.config),
     )
     credentials = ClientCredentials(CLIENT, None, AuthMethod.NONE)
     samples: dict[str, list[int]] = defaultdict(list)
