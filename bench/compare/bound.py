@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.compare.report import one_worker_line
 from bench.engine.breakdown import DECODE, ENCODE, SIGN
 from bench.engine.report import table
 
@@ -32,15 +33,7 @@ def rows(
         floor_us = f["server_cpu_percent"] * 1e4 / f["rotations_per_second"]
         extra_us = sum(steps[s]["median_us"] for s in UNSKIPPABLE)
         best = 1e6 / (floor_us + extra_us)
-        mine = [
-            r
-            for r in results
-            if r["system"] == "keyturn"
-            and r["store"] == f["store"]
-            and r["workers"] == 1
-            and r["concurrency"] == f["concurrency"]
-        ]
-        keyturn = mine[0] if mine else None
+        keyturn = one_worker_line(results, f["store"], f["concurrency"])
         out.append(
             {
                 "store": f["store"],

@@ -188,18 +188,26 @@ def pgbench_table(rows: list[dict[str, Any]]) -> list[str]:
     )
 
 
+def one_worker_line(
+    results: list[dict[str, Any]], store: str, concurrency: int
+) -> dict[str, Any] | None:
+    """keyturn's line with one worker on `store` at `concurrency`, if it ran."""
+    for k in results:
+        if (k["system"], k["store"], k["workers"], k["concurrency"]) == (
+            "keyturn",
+            store,
+            1,
+            concurrency,
+        ):
+            return k
+    return None
+
+
 def floor_part(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
     body = []
     for r in rows:
-        mine = [
-            k
-            for k in results
-            if k["system"] == "keyturn"
-            and k["store"] == r["store"]
-            and k["workers"] == 1
-            and k["concurrency"] == r["concurrency"]
-        ]
-        keyturn = mine[0]["rotations_per_second"] if mine else 0.0
+        mine = one_worker_line(results, r["store"], r["concurrency"])
+        keyturn = mine["rotations_per_second"] if mine else 0.0
         body.append(
             [
                 STORE[r["store"]],
