@@ -21,6 +21,7 @@ import pytest
 from bench.faults.services import SmallDisk, can_mount
 
 from keyturn.core.audit import EventType, SecurityEvent
+from keyturn.core.errors import StoreUnavailable
 from keyturn.storage import upgrade
 from keyturn.storage.sqlite import _WAL_RESERVE, open_sqlite
 from support.availability import missing
@@ -154,3 +155,32 @@ async def test_a_disk_without_room_for_the_reserve_leaves_the_store_working(
             await store.close()
     finally:
         disk.close()
+
+
+async def test_a_wal_that_links_elsewhere_is_refused_and_its_target_untouched(
+    db: Path, tmp_path: Path
+) -> None:
+    """Whoever can put a `-wal` link beside the database gets nothing written through
+    it: SQLite refuses a linked WAL, and the store's own write ahead never follows a
+    link (`O_NOFOLLOW`)."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not keyturn's")
+    _wal(db).symlink_to(victim)
+    with pytest.raises(StoreUnavailable):
+        await open_sqlite(f"sqlite:///{db}", timeout=1)
+    assert victim.read_bytes() == b"not keyturn's"
+
+
+async def test_a_wal_that_is_a_fifo_does_not_stall_the_start(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIFO at the WAL's path (no reader, no writer) is not written ahead and does not
+    block the start: the store says so and opens."""
+    os.mkfifo(_wal(db))
+    caplog.set_level(logging.WARNING, logger="keyturn.storage")
+    store = await asyncio.wait_for(open_sqlite(f"sqlite:///{db}", timeout=1), 10)
+    try:
+        said = [r.getMessage() for r in caplog.records]
+        assert any("not written ahead" in m and "not a regular file" in m for m in said), said
+    finally:
+        await store.close()

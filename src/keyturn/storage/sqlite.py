@@ -39,6 +39,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -257,9 +258,15 @@ class SqliteStore:
             log.warning("sqlite: the WAL is not written ahead (%s)", error)
             return
         try:
-            fd = os.open(wal, os.O_WRONLY)
+            # Never through a link, and never into anything but a plain file: whoever
+            # could put a `-wal` link beside the database must not get zeros written
+            # at the end of another file (a FIFO must not block the start either).
+            fd = os.open(wal, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
-                size = os.fstat(fd).st_size
+                found = os.fstat(fd)
+                if not stat.S_ISREG(found.st_mode):
+                    raise OSError(f"{wal} is not a regular file")
+                size = found.st_size
                 zeros = bytes(1 << 20)
                 for at in range(size, _WAL_RESERVE, len(zeros)):
                     os.pwrite(fd, zeros[: _WAL_RESERVE - at], at)
