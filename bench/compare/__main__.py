@@ -191,7 +191,7 @@ def _profile_and_costs(args: argparse.Namespace, payload: dict[str, Any], out: P
     """The profile under load, the cost breakdown of one rotation, what the web layer
     costs it, and from the breakdown and the floor how close to the floor a rotation
     can come (added to the JSON at `out` and the docs)."""
-    profile.main(["--docs", args.docs])
+    profile.main([] if Path(args.docs) == DOC else ["--docs", args.docs])
     # It writes to docs/benchmarks.md only; elsewhere it prints.
     steps = breakdown.main([] if Path(args.docs) == DOC else ["--no-write"])
     if "floor" in payload["limits"]:

@@ -20,8 +20,10 @@ counted under errors. One line per system, store, worker processes and concurren
 
 {systems}
 
-Django peers on SQLite use WAL, `synchronous=NORMAL`, `BEGIN IMMEDIATE` and a 5 s busy
-timeout, as keyturn's SQLite store does; on PostgreSQL one persistent connection per
+Django peers on SQLite use WAL, `BEGIN IMMEDIATE` and a 5 s busy timeout, as keyturn's
+SQLite store does, but `synchronous=NORMAL`: their commits are not synced to the disk
+before they answer, keyturn's are (`synchronous=FULL`, more work per rotation,
+docs/decisions/sqlite-durability.md); on PostgreSQL one persistent connection per
 worker. Every system runs on the same two cores as PostgreSQL and the load generator
 (about 50 µs of CPU per request, see the ceiling below). `server CPU` is the system's
 own share of the machine over the measured window (200 % = both cores; PostgreSQL's
@@ -34,7 +36,8 @@ SYSTEMS = [
         "keyturn",
         "decode and MAC-check the token; read the client, the session and its user and "
         "advance the session if the rules rotate it, committed (one statement on "
-        "PostgreSQL; a lock-free read and one guarded `UPDATE` on SQLite); sign an ES256 "
+        "PostgreSQL; on SQLite a lock-free read, then one guarded `UPDATE` in the one "
+        "synced transaction of its event-loop turn); sign an ES256 "
         "JWT access token; derive the successor (nothing is stored per token)",
         "`python -m keyturn serve --workers W` (uvicorn) on a database it has just created "
         "and migrated, every setting as shipped (default logging, grace window 10 s, reuse "
