@@ -18,6 +18,7 @@ import collections
 import contextlib
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -608,6 +609,15 @@ def _mend(disk: SmallDisk, fault: str) -> None:
         disk.mount()
 
 
+def _keep_files(database: Path, into: Path) -> None:
+    """Copy the database, its WAL and its shared-memory index, as they are, into `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        source = database.with_name(database.name + suffix)
+        if source.exists():
+            shutil.copyfile(source, into / source.name)
+
+
 def _start_refused(env: dict[str, str], log: Path, port: int) -> str:
     """Start keyturn on the broken disk: the last line of its log if it refused."""
     try:
@@ -683,6 +693,10 @@ def sqlite_disk(
         # The chains keep retrying their tokens while keyturn is down.
         on_broken_disk = _start_refused(env, log, port)
         _mend(disk, fault)
+        # What the disk holds once mended, before anything opens it (the check's own
+        # connection checkpoints the WAL and removes it): evidence should a chain find
+        # its answered rotation missing.
+        _keep_files(path, workdir / f"sqlite-{fault}-after-mend")
         check = integrity(path)
         if check != "ok":
             result.violations.append(f"integrity_check after the fault: {check}")
