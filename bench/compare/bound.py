@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.compare.report import one_worker_line
+from bench.compare.report import STORE, one_worker_line
 from bench.engine.breakdown import DECODE, ENCODE, SIGN
 from bench.engine.report import table
 
-STORE = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 UNSKIPPABLE = (DECODE, SIGN, ENCODE)
 
 
