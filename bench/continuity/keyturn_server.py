@@ -28,9 +28,10 @@ from keyturn.core.models import Client, ClientType, Delivery, GrantType
 from keyturn.core.models import Device as Peer
 from keyturn.crypto.passwords import Passwords
 from keyturn.service.context import RequestContext
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
 from keyturn.storage import upgrade
-from keyturn.wiring import Engine, migrate, open_engine
+from keyturn.wiring import migrate, open_engine
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 PASSWORD = "continuity simulation password"

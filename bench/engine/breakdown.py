@@ -34,10 +34,11 @@ from bench.load.logins import CLIENT
 from keyturn.core.ports import Store
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.ending import SessionEnding
+from keyturn.service.engine import Engine
 from keyturn.service.refresh import Refresher
 from keyturn.service.tokens import Tokens
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, SystemClock, open_engine
+from keyturn.wiring import SystemClock, open_engine
 
 T = TypeVar("T")
 

@@ -27,8 +27,9 @@ import asyncpg
 from bench.load.logins import CLIENT, PASSWORD, SCOPE, add_client
 from keyturn.core.ids import ClientId, SessionId, UserId
 from keyturn.core.models import Session
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, migrate, open_engine
+from keyturn.wiring import migrate, open_engine
 
 PG = "postgresql://root@127.0.0.1:5432/test"
 SECRET = "bench-master-secret-HAS7_NkshlVqGwN0Rz-wI6n3sryx1JSN"

@@ -14,8 +14,9 @@ import asyncio
 import httpx
 
 from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import open_engine
 
 CLIENT = "bench"
 PASSWORD = "a long bench passphrase"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,12 +21,13 @@ from keyturn.service.client_credentials import ClientCredentialsGrant
 from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.dpop_proofs import DpopProofs
 from keyturn.service.ending import SessionEnding
+from keyturn.service.engine import Engine
 from keyturn.service.inspection import Inspection
 from keyturn.service.lockout import AccountLockout
 from keyturn.service.login import Login
 from keyturn.service.observed_store import ObservedStore, StoreObserver
 from keyturn.service.refresh import Refresher, RefreshObserver
-from keyturn.service.revocations import Revocations
+from keyturn.service.revocation_feed import RevocationPages
 from keyturn.service.sessions import Sessions
 from keyturn.service.timeline import SessionTimelines
 from keyturn.service.tokens import Tokens
@@ -49,42 +49,6 @@ class SystemClock:
 class SystemRandomness:
     def token_bytes(self, n: int) -> bytes:
         return secrets.token_bytes(n)
-
-
-@dataclass(frozen=True, slots=True)
-class Engine:
-    """Everything a front end (HTTP, CLI, demo) needs, built once per process."""
-
-    settings: Settings
-    config: EngineConfig
-    clock: Clock
-    """The one clock of every rule (`keyturn.storage.clocks`): set-up steps outside the
-    use cases (the demo's password reset) take their time from it too."""
-    store: Store
-    tokens: Tokens
-    login: Login
-    authorization: Authorization
-    refresher: Refresher
-    sessions: Sessions
-    admin: Admin
-    limiter: RateLimiter
-    clients: ClientAuthenticator
-    client_credentials: ClientCredentialsGrant
-    inspection: Inspection
-    revocations: Revocations
-    revocation_channel: RedisRevocationChannel | None
-    timelines: SessionTimelines
-    dpop: DpopProofs
-    proof_replay_cache: ProofReplayCache
-
-    async def close(self) -> None:
-        await self.store.close()
-        if isinstance(self.proof_replay_cache, RedisProofReplayCache):
-            await self.proof_replay_cache.close()
-        if isinstance(self.limiter, RedisLimiter):
-            await self.limiter.close()
-        if self.revocation_channel is not None:
-            await self.revocation_channel.close()
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -201,7 +165,7 @@ async def open_engine(
             nonce_bucket_seconds=settings.dpop_nonce_seconds,
         ),
         the_clock,
-        settings.issuer,
+        config.issuer,
     )
     limiter: RateLimiter = (
         RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
@@ -222,6 +186,11 @@ async def open_engine(
     login = Login(store, tokens, the_passwords, the_clock, randomness, config, limiter, ending)
     clients = ClientAuthenticator(store, store, the_clock, limiter)
     outcomes = [o for o in observers if isinstance(o, RefreshObserver)]
+    closers = [
+        resource.close
+        for resource in (replay_cache, limiter, channel)
+        if isinstance(resource, RedisProofReplayCache | RedisLimiter | RedisRevocationChannel)
+    ]
     return Engine(
         settings=settings,
         config=config,
@@ -236,11 +205,9 @@ async def open_engine(
         clients=clients,
         client_credentials=ClientCredentialsGrant(tokens, the_clock, config),
         inspection=Inspection(store, tokens, the_clock, config, ending, proofs),
-        revocations=Revocations(store, the_clock, config),
-        revocation_channel=channel,
+        revocation_feed=RevocationPages(store, the_clock, config),
         timelines=SessionTimelines(store, the_clock),
         dpop=proofs,
-        proof_replay_cache=replay_cache,
         admin=Admin(
             store,
             tokens,
@@ -252,4 +219,5 @@ async def open_engine(
             settings.audit_retention,
             config.lifetimes,
         ),
+        closers=tuple(closers),
     )

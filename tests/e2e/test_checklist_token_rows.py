@@ -47,9 +47,10 @@ from keyturn.core.ports import Clock
 from keyturn.core.registration import registration_problem
 from keyturn.crypto import access_tokens
 from keyturn.crypto.client_secrets import hash_secret
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings, SigningAlg
 from keyturn.storage import upgrade
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import open_engine
 from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD, FakeClock
 from support.server import running_server

@@ -50,10 +50,11 @@ from keyturn import wiring
 from keyturn.core.errors import InvalidClient, InvalidGrant
 from keyturn.crypto import client_secrets, refresh_codec
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
 from keyturn.verify import DpopTokenVerifier, TokenRejected, Verifier
 from keyturn.verify.starlette import require_dpop_scopes, require_scopes
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import open_engine
 from support.listener import Listener, counting_listener
 from support.server import free_port
 

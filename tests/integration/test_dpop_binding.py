@@ -28,8 +28,8 @@ from keyturn.core.policy import ClientKind, DpopMode, RotationSettings
 from keyturn.crypto.pkce import s256
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.dpop_proofs import ProofRequest
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.dpop_proofs import Client as KeyHolder
 from support.engine import PASSWORD, FakeClock, engine_with
 

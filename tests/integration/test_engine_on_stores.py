@@ -18,8 +18,8 @@ import pytest
 from keyturn.core.audit import EventType
 from keyturn.core.errors import InvalidGrant, LoginFailed
 from keyturn.core.models import Client, RevocationReason, Session
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, count_calls, engine_with, seed
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from keyturn.core.errors import SigningUnavailable, StoreUnavailable
 from keyturn.core.models import Client
+from keyturn.service.engine import Engine
 from keyturn.storage.postgres import open_postgres
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 

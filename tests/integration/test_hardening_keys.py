@@ -24,8 +24,8 @@ from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, KeyUse
 from keyturn.crypto import refresh_codec
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, count_calls, engine_with, seed
 
 N = 25

@@ -19,7 +19,7 @@ from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import InvalidRequest, NotFound, UnauthorizedClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client, ClientType, Delivery, GrantType, LifetimeOverrides
-from keyturn.wiring import Engine
+from keyturn.service.engine import Engine
 from support.engine import SECRET, engine_with
 from support.server import running_server
 

@@ -25,8 +25,8 @@ import asyncpg
 import pytest
 
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.storage import postgres
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, engine_with, seed
 
 # The chores that read whole tables plan with sequential scans on (`_scanning`).

@@ -31,8 +31,8 @@ from keyturn.core.policy import (
 )
 from keyturn.core.rotation import RefreshOutcome
 from keyturn.service.context import RequestContext
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with
 
 

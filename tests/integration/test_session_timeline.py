@@ -17,9 +17,9 @@ from keyturn.core.models import Device as DeviceInfo
 from keyturn.core.policy import ClientKind, ReplayBudget, RotationSettings
 from keyturn.core.ports import Store
 from keyturn.service.context import RequestContext
+from keyturn.service.engine import Engine
 from keyturn.service.timeline import EndSource, EventEntry, Rotations, Timeline
 from keyturn.storage import open_store
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with
 from support.store_values import a_client, a_session, a_user, an_event
 

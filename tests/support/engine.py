@@ -8,9 +8,10 @@ from typing import Any
 
 from keyturn.core.models import ClientType, Delivery, GrantType, User
 from keyturn.service.admin import NewClient
+from keyturn.service.engine import Engine
 from keyturn.service.observed_store import StoreObserver
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import open_engine
 
 PASSWORD = "correct horse battery staple"
 SECRET = "engine-master-secret-gDAAx547jVt3MJs2WV66BdRqCKtv0Adj"

@@ -20,8 +20,9 @@ from keyturn.core.audit import EventType
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import ClientType, Delivery, GrantType
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, migrate, open_engine
+from keyturn.wiring import migrate, open_engine
 
 GRACE = 2
 

@@ -10,7 +10,7 @@ import click
 from keyturn.cli.output import emit, plain
 from keyturn.cli.runtime import common, options, run, settings_for
 from keyturn.core.models import StoredKey
-from keyturn.wiring import Engine
+from keyturn.service.engine import Engine
 from keyturn.wiring import migrate as migrate_schema
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")

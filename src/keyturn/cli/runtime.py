@@ -13,8 +13,9 @@ import click
 from pydantic import ValidationError
 
 from keyturn.core.errors import StoreUnavailable
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
-from keyturn.wiring import Engine, open_engine, schema_problem
+from keyturn.wiring import open_engine, schema_problem
 
 T = TypeVar("T")
 

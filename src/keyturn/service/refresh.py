@@ -40,7 +40,7 @@ from keyturn.core.rotation import (
     decide,
     outcome_of,
 )
-from keyturn.core.scopes import Scope
+from keyturn.core.scopes import Scope, parse_scope
 from keyturn.crypto.refresh_codec import RefreshClaims
 from keyturn.service.client_auth import ClientAuthenticator, ClientCredentials
 from keyturn.service.config import EngineConfig
@@ -124,25 +124,27 @@ class Refresher:
         self,
         credentials: ClientCredentials,
         refresh_token: str,
-        requested_scope: Scope | None = None,
+        scope: str | None = None,
         context: RequestContext = NO_CONTEXT,
         key_thumbprint: str | None = None,
     ) -> IssuedTokens:
         """`refresh` for a client still to be authenticated, as `/oauth/token` receives
-        it: the client, the session and its user are read in one query. The answers are
-        those of `ClientAuthenticator.authenticate` then `refresh`: a client that fails
-        to authenticate gets `InvalidClient` whatever the token."""
+        it, with the `scope` parameter as sent: the client, the session and its user are
+        read in one query. The answers are those of `ClientAuthenticator.authenticate`,
+        then the scope's syntax (`InvalidScope`), then `refresh`: a client that fails to
+        authenticate gets `InvalidClient` whatever the token and the scope."""
         self._clients.check_shape(credentials)
         try:
             claims = await self._tokens.decode_refresh(refresh_token)
         except InvalidGrant:
             # Nothing to read the client with: it is authenticated alone, and answers first.
             client = await self._clients.authenticate(credentials)
+            parse_scope(scope)
             _may_refresh(client)
             self._observe(client, RefreshOutcome.INVALID_TOKEN)
             raise
         known = self._clients.remembered(credentials.client_id)
-        if known is not None and requested_scope is None and self._rotates(known):
+        if known is not None and scope is None and self._rotates(known):
             # The hot path, one round trip: authenticated against the client as this
             # process last read it, and the attempt's guard holds the database to that
             # very client (enabled, same secret), so nothing is read first.
@@ -160,6 +162,7 @@ class Refresher:
                 ClientId(credentials.client_id), claims.session_id
             )
         client = await self._clients.check(credentials, read.client)
+        requested_scope = parse_scope(scope)
         _may_refresh(client)
         key = admitted_key(client, key_thumbprint)
         return await self._rotate(claims, client, _loaded(read), requested_scope, context, key)

@@ -15,9 +15,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from swagger_ui_bundle import swagger_ui_path
 
+from keyturn.service.engine import Engine
 from keyturn.web.openapi import as_openapi_30, document
 from keyturn.web.responses import json_response
-from keyturn.wiring import Engine
 
 DOCUMENT_MAX_AGE = 300
 ASSETS: dict[str, tuple[str, str]] = {

@@ -21,15 +21,17 @@ from keyturn.core.errors import KeyturnError, StoreUnavailable
 from keyturn.observability.logs import configure_logging
 from keyturn.observability.metrics import Metrics
 from keyturn.observability.store_metrics import StoreMetrics
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
 from keyturn.web import (
     api_docs,
     authorize,
     first_party,
     metadata,
-    oauth_inspect,
+    oauth_introspect,
+    oauth_revoke,
     oauth_token,
-    revocations,
+    revocation_feed,
     session_events,
 )
 from keyturn.web import demo as demo_page
@@ -38,7 +40,7 @@ from keyturn.web.forms import BodyTooLarge
 from keyturn.web.metrics import ObservedRequests, scrape
 from keyturn.web.responses import error_response, json_response, plain_error
 from keyturn.web.security_headers import SecurityHeaders
-from keyturn.wiring import Engine, open_engine
+from keyturn.wiring import open_engine
 
 log = logging.getLogger("keyturn.web")
 
@@ -139,8 +141,8 @@ def create_app(
         ),
         Route("/.well-known/jwks.json", endpoint(metadata.jwks), methods=["GET"]),
         Route("/oauth/authorize", endpoint(authorize.authorize), methods=["GET", "POST"]),
-        Route("/oauth/revoke", endpoint(oauth_inspect.revoke), methods=["POST"]),
-        Route("/oauth/introspect", endpoint(oauth_inspect.introspect), methods=["POST"]),
+        Route("/oauth/revoke", endpoint(oauth_revoke.revoke), methods=["POST"]),
+        Route("/oauth/introspect", endpoint(oauth_introspect.introspect), methods=["POST"]),
         Route("/auth/login", endpoint(first_party.login), methods=["POST"]),
         Route("/auth/logout", endpoint(first_party.logout), methods=["POST"]),
         Route("/auth/logout-all", endpoint(first_party.logout_all), methods=["POST"]),
@@ -152,7 +154,7 @@ def create_app(
             methods=["GET"],
         ),
         Route("/auth/password", endpoint(first_party.change_password), methods=["POST"]),
-        Route("/auth/revocations", endpoint(revocations.revocations), methods=["GET"]),
+        Route("/auth/revocations", endpoint(revocation_feed.revocations), methods=["GET"]),
         Route(
             "/metrics",
             endpoint(scrape(metrics, settings.metrics_token, public=settings.metrics_public)),

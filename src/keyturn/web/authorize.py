@@ -28,12 +28,12 @@ from keyturn.core.errors import (
     LoginFailed,
     RateLimited,
 )
+from keyturn.service.engine import Engine
 from keyturn.web.context import request_context
 from keyturn.web.errors import NO_STORE, STATUS
 from keyturn.web.forms import FORM, BodyTooLarge, media_type, parse_params, read_limited
 from keyturn.web.limits import limit_login_address
 from keyturn.web.pages import error_page, login_page
-from keyturn.wiring import Engine
 
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 3600
@@ -123,7 +123,7 @@ async def _sign_in(
     except InvalidRequest as error:
         return _form(request, engine, auth, status=400, error=error.public)
     target = with_query(
-        auth.redirect_uri, {"code": code, "state": auth.state, "iss": engine.settings.issuer}
+        auth.redirect_uri, {"code": code, "state": auth.state, "iss": engine.config.issuer}
     )
     return RedirectResponse(target, status_code=303, headers=dict(NO_STORE))
 
@@ -141,7 +141,7 @@ def _refusal(engine: Engine, refused: AuthorizationRefused) -> Response:
             "error": error.code,
             "error_description": error.public,
             "state": refused.state,
-            "iss": engine.settings.issuer,
+            "iss": engine.config.issuer,
         },
     )
     return RedirectResponse(target, status_code=302, headers=dict(NO_STORE))
@@ -156,7 +156,7 @@ def _form(
     error: str | None = None,
     username: str = "",
 ) -> Response:
-    name = csrf_cookie_name(engine.settings.issuer)
+    name = csrf_cookie_name(engine.config.issuer)
     token = request.cookies.get(name, "")
     # One value per browser, kept across tabs: a second tab must not void the first.
     if len(token) != _CSRF_LENGTH or not token.replace("-", "").replace("_", "").isalnum():
@@ -186,7 +186,7 @@ def _form(
         token,
         max_age=CSRF_MAX_AGE,
         path="/",
-        secure=engine.settings.issuer.startswith("https://"),
+        secure=engine.config.issuer.startswith("https://"),
         httponly=True,
         samesite="strict",
     )
@@ -204,14 +204,14 @@ def _source(uri: str) -> str:
 
 def _same_origin_post(request: Request, engine: Engine) -> bool:
     origin = request.headers.get("origin")
-    if origin is not None and origin != origin_of(engine.settings.issuer):
+    if origin is not None and origin != origin_of(engine.config.issuer):
         return False
     site = request.headers.get("sec-fetch-site")
     return site in (None, "same-origin", "none")
 
 
 def _csrf_matches(request: Request, engine: Engine, submitted: str) -> bool:
-    cookie = request.cookies.get(csrf_cookie_name(engine.settings.issuer), "")
+    cookie = request.cookies.get(csrf_cookie_name(engine.config.issuer), "")
     return len(cookie) == _CSRF_LENGTH and hmac.compare_digest(
         cookie.encode("utf-8", "surrogatepass"), submitted.encode("utf-8", "surrogatepass")
     )

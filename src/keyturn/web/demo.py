@@ -21,10 +21,10 @@ from starlette.routing import Route
 
 from keyturn.core.errors import InvalidToken
 from keyturn.service.demo import DEMO_CLIENT_ID
+from keyturn.service.engine import Engine
 from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
 from keyturn.web.responses import json_response
-from keyturn.wiring import Engine
 
 JAVASCRIPT = "text/javascript; charset=utf-8"
 CSS = "text/css; charset=utf-8"

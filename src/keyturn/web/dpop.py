@@ -15,6 +15,7 @@ from keyturn.core.dpop_errors import InvalidDpopProof, UseDpopNonce
 from keyturn.core.errors import InvalidToken
 from keyturn.core.models import Session
 from keyturn.service.dpop_proofs import ProofRequest
+from keyturn.service.engine import Engine
 from keyturn.service.inspection import InsufficientScope
 from keyturn.web.errors import (
     DpopScopeRefused,
@@ -22,7 +23,6 @@ from keyturn.web.errors import (
     ResourceNonceRequired,
     ResourceProofRefused,
 )
-from keyturn.wiring import Engine
 
 HEADER = "dpop"
 NONCE_HEADER = "DPoP-Nonce"

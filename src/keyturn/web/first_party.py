@@ -24,6 +24,7 @@ from keyturn.core.errors import InvalidGrant, InvalidRequest
 from keyturn.core.models import Client, Delivery, RevocationReason
 from keyturn.core.scopes import parse_scope
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
 from keyturn.web.context import request_context
 from keyturn.web.dpop import current_session, proof_key, with_nonce
@@ -31,7 +32,6 @@ from keyturn.web.errors import NO_STORE, CrossSiteRefused
 from keyturn.web.forms import parse_json_object, read_limited, text_field
 from keyturn.web.limits import Admission, admit_client, limit_login_address
 from keyturn.web.responses import json_response, token_response
-from keyturn.wiring import Engine
 
 COOKIE_PREFIX = "__Host-keyturn_rt_"
 CSRF_HEADER = "x-keyturn-csrf"

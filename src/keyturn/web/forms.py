@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.requests import Request
+
 from keyturn.core.errors import InvalidRequest
 
 FORM = "application/x-www-form-urlencoded"
@@ -55,6 +57,26 @@ async def read_limited(
         if len(body) > limit:
             raise BodyTooLarge
     return bytes(body)
+
+
+async def read_oauth_form(request: Request) -> dict[str, str]:
+    """The form of a request to an OAuth endpoint that clients authenticate at (token,
+    revocation, introspection). OAuth 2.1 §2.4.1: credentials "MUST NOT be included in
+    the request URI"; RFC 6749 §3.2: parameters travel in the form body. A query string
+    is refused outright."""
+    if request.scope.get("query_string"):
+        raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
+    body = await read_limited(request.stream(), request.headers.get("content-length"))
+    return parse_form(request.headers.get("content-type"), body)
+
+
+def token_parameter(form: Mapping[str, str]) -> str:
+    """The `token` parameter that revocation (RFC 7009 §2.1) and introspection (RFC 7662
+    §2.1) require."""
+    token = form.get("token")
+    if token is None:
+        raise InvalidRequest("The token parameter is required.")
+    return token
 
 
 def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:

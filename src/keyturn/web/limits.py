@@ -29,7 +29,7 @@ from starlette.requests import Request
 from keyturn.core.errors import InvalidClient, RateLimited
 from keyturn.core.ports import RateLimiter
 from keyturn.service.client_auth import MAX_CLIENT_ID_LENGTH, ClientCredentials
-from keyturn.wiring import Engine
+from keyturn.service.engine import Engine
 
 MINUTE = 60
 

@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyturn.service.engine import Engine
 from keyturn.web.responses import json_response
-from keyturn.wiring import Engine
 
 JWKS_MAX_AGE = 300
 """Seconds a resource server may cache the key set; a next key is published longer

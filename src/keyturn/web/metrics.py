@@ -25,9 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.observability.logs import AccessLog, RequestFields, bind_request, unbind_request
 from keyturn.observability.metrics import UNMATCHED_ROUTE, Metrics, method_label
+from keyturn.service.engine import Engine
 from keyturn.web.errors import NO_STORE
 from keyturn.web.responses import plain_error
-from keyturn.wiring import Engine
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:

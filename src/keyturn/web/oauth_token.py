@@ -5,29 +5,24 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyturn.core.errors import InvalidRequest, KeyturnError, UnsupportedGrantType
+from keyturn.core.errors import InvalidRequest, UnsupportedGrantType
 from keyturn.core.scopes import parse_scope
 from keyturn.service.client_auth import ClientCredentials
-from keyturn.web.client_credentials import client_credentials
+from keyturn.service.engine import Engine
+from keyturn.web.client_auth import presented_credentials
 from keyturn.web.context import request_context
 from keyturn.web.dpop import proof_key, with_nonce
-from keyturn.web.forms import parse_form, read_limited
+from keyturn.web.forms import read_oauth_form
 from keyturn.web.limits import admit_client
 from keyturn.web.responses import token_response
-from keyturn.wiring import Engine
 
 
 async def token(request: Request, engine: Engine) -> Response:
-    # OAuth 2.1 §2.4.1: credentials "MUST NOT be included in the request URI"; RFC 6749
-    # §3.2: parameters travel in the form body. A query string is refused outright.
-    if request.scope.get("query_string"):
-        raise InvalidRequest("Send the parameters in the form-encoded body, not the URL.")
-    body = await read_limited(request.stream(), request.headers.get("content-length"))
-    form = parse_form(request.headers.get("content-type"), body)
+    form = await read_oauth_form(request)
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise InvalidRequest("The grant_type parameter is required.")
-    credentials = client_credentials(request.headers.get("authorization"), form)
+    credentials = presented_credentials(request.headers.get("authorization"), form)
     # Limits first, and only those this caller can spend (`web.limits`).
     admission = await admit_client(engine, request, credentials)
     # RFC 9449 §5: the proof is checked first, nonce included, so that a refused proof
@@ -49,13 +44,8 @@ async def _grant(
     refresh_token = form.get("refresh_token")
     if grant_type == "refresh_token" and refresh_token is not None:
         # The hot path: the client is read with the session, in one query.
-        try:
-            scope = parse_scope(form.get("scope"))
-        except KeyturnError:
-            await engine.clients.authenticate(credentials)  # a bad client answers first
-            raise
         issued = await engine.refresher.refresh_for(
-            credentials, refresh_token, scope, request_context(request), key
+            credentials, refresh_token, form.get("scope"), request_context(request), key
         )
         return with_nonce(token_response(issued), engine, key)
     client = await engine.clients.authenticate(credentials)

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyturn.core.errors import InvalidRequest, NotFound
+from keyturn.service.engine import Engine
 from keyturn.service.timeline import MAX_CURSOR, MAX_PAGE, EventEntry, EventsPage
 from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
 from keyturn.web.responses import json_response
-from keyturn.wiring import Engine
 
 DEFAULT_LIMIT = 50
 MAX_SESSION_ID = 64

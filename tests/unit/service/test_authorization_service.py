@@ -9,7 +9,7 @@ from keyturn.core.audit import EventType
 from keyturn.core.errors import InvalidGrant, LoginFailed
 from keyturn.core.models import ClientType, GrantType, RevocationReason
 from keyturn.crypto.pkce import s256
-from keyturn.wiring import Engine
+from keyturn.service.engine import Engine
 from support.engine import PASSWORD, FakeClock, engine_with
 
 VERIFIER = "v" * 43

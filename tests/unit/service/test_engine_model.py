@@ -24,8 +24,8 @@ from hypothesis.stateful import (
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 GRACE = 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from keyturn.core.models import ClientType, GrantType
-from keyturn.service.revocations import FORGET_MARGIN, VERIFIER_LEEWAY
+from keyturn.service.revocation_feed import FORGET_MARGIN, VERIFIER_LEEWAY
 from keyturn.verify.verifier import MAX_LEEWAY
 from support.engine import PASSWORD, FakeClock, engine_with, seed
 
@@ -34,11 +34,11 @@ async def test_h10_feed_lists_a_revoked_session_past_exp_for_the_leeway() -> Non
         revoked_at = clock.now()
         # The token expires 60 s on; a verifier may accept it up to MAX_LEEWAY more.
         clock.advance(60 + MAX_LEEWAY - 1)
-        page = await engine.revocations.page(rs.client, None)
+        page = await engine.revocation_feed.page(rs.client, None)
         [item] = [i for i in page.items if i.session_id == session.id]
         assert item.forget_after >= revoked_at + timedelta(seconds=60 + MAX_LEEWAY)
         clock.advance(FORGET_MARGIN + 2)
-        page = await engine.revocations.page(rs.client, None)
+        page = await engine.revocation_feed.page(rs.client, None)
         assert session.id not in {i.session_id for i in page.items}
     finally:
         await engine.close()

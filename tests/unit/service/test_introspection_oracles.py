@@ -16,8 +16,8 @@ from keyturn.core.errors import InvalidClient
 from keyturn.core.models import Client, ClientType, GrantType
 from keyturn.core.ports import Store
 from keyturn.service.ending import SessionEnding
+from keyturn.service.engine import Engine
 from keyturn.service.inspection import INACTIVE, Inspection
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 

@@ -13,8 +13,8 @@ from keyturn.core.errors import InvalidGrant
 from keyturn.core.ids import SessionId
 from keyturn.core.models import Client, ClientType, EndedSession, GrantType, RevocationReason
 from keyturn.crypto.pkce import s256
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, engine_with, seed
 
 

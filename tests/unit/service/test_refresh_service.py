@@ -22,8 +22,8 @@ from keyturn.core.errors import (
 )
 from keyturn.core.models import Client, ClientType, GrantType, RevocationReason, Session
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.service.results import IssuedTokens
-from keyturn.wiring import Engine
 from support.engine import PASSWORD, FakeClock, count_calls, engine_with, seed
 
 

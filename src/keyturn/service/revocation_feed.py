@@ -70,7 +70,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("The since cursor is not one this server issued.") from None
 
 
-class Revocations:
+class RevocationPages:
+    """The feed's pages, for the clients allowed to read it."""
+
     def __init__(self, store: Store, clock: Clock, config: EngineConfig) -> None:
         self._store = store
         self._clock = clock

@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyturn.core.errors import InvalidClient, InvalidRequest
-from keyturn.service.revocations import MAX_PAGE
-from keyturn.web.client_credentials import client_credentials
+from keyturn.service.engine import Engine
+from keyturn.service.revocation_feed import MAX_PAGE
+from keyturn.web.client_auth import presented_credentials
 from keyturn.web.errors import NO_STORE
 from keyturn.web.limits import Work, admit_client
 from keyturn.web.responses import json_response
-from keyturn.wiring import Engine
 
 _PARAMETERS = frozenset({"since", "limit"})
 
@@ -26,7 +26,7 @@ async def revocations(request: Request, engine: Engine) -> Response:
     header = request.headers.get("authorization")
     if header is None:
         raise InvalidClient("Authenticate with HTTP Basic.")
-    credentials = client_credentials(header, {})
+    credentials = presented_credentials(header, {})
     # A count of its own, spent only once the resource server has authenticated: no
     # caller without its secret can hold back the revocations its API must apply.
     admission = await admit_client(engine, request, credentials, Work.FEED)
@@ -38,7 +38,7 @@ async def revocations(request: Request, engine: Engine) -> Response:
     limit_text = query.get("limit", str(MAX_PAGE))
     if not limit_text.isdigit() or len(limit_text) > 5:
         raise InvalidRequest(f"limit is a number from 1 to {MAX_PAGE}.")
-    page = await engine.revocations.page(client, query.get("since") or None, int(limit_text))
+    page = await engine.revocation_feed.page(client, query.get("since") or None, int(limit_text))
     return json_response(
         {
             "revocations": [

@@ -1,4 +1,6 @@
-"""Reading client credentials from a request (RFC 6749 §2.3.1, OAuth 2.1 §2.4.1).
+"""Client authentication at the token, revocation and introspection endpoints: the
+credentials a request presents (RFC 6749 §2.3.1, OAuth 2.1 §2.4.1), and the step that
+authenticates the client of a form-encoded request.
 
 `client_secret_basic`: `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`,
 both parts form-urlencoded before the Basic encoding (App. B), which many clients get
@@ -15,9 +17,14 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
+from starlette.requests import Request
+
 from keyturn.core.errors import InvalidClient, InvalidRequest
+from keyturn.core.models import Client
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.web.errors import UnsupportedAuthScheme
+from keyturn.web.limits import admit_client
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 MAX_AUTHORIZATION = 1024
@@ -52,8 +59,8 @@ def from_basic(header: str) -> tuple[str, str]:
     return _form_decode(client_id), _form_decode(secret)
 
 
-def client_credentials(authorization: str | None, form: Mapping[str, str]) -> ClientCredentials:
-    """The credentials a token-endpoint request presents, by whichever one method."""
+def presented_credentials(authorization: str | None, form: Mapping[str, str]) -> ClientCredentials:
+    """The credentials a request presents, by whichever one method."""
     form_id = form.get("client_id")
     form_secret = form.get("client_secret")
     if authorization:
@@ -68,3 +75,12 @@ def client_credentials(authorization: str | None, form: Mapping[str, str]) -> Cl
     if form_secret is not None:
         return ClientCredentials(form_id, form_secret, AuthMethod.POST)
     return ClientCredentials(form_id, None, AuthMethod.NONE)
+
+
+async def authenticated_client(request: Request, engine: Engine, form: Mapping[str, str]) -> Client:
+    """The client of a form request, authenticated first (RFC 7009 §2.1, RFC 7662
+    §2.1), within the limits this caller may spend (`web.limits`)."""
+    credentials = presented_credentials(request.headers.get("authorization"), form)
+    admission = await admit_client(engine, request, credentials)
+    async with admission.authenticating():
+        return await engine.clients.authenticate(credentials)
