@@ -1,5 +1,5 @@
 """The use cases end to end through the engine, on the in-memory store with real
-crypto and a clock the test moves. Row IDs name the SECURITY-CHECKLIST rows."""
+crypto and a clock the test moves. Row ids name the rows of docs/security-checklist.md."""
 
 from __future__ import annotations
 
