@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from keyturn.core.audit import EventType, SecurityEvent
-from keyturn.core.errors import InvalidGrant, InvalidRequest, LoginFailed, NotFound
+from keyturn.core.errors import InvalidGrant, InvalidRequest, InvalidToken, LoginFailed, NotFound
 from keyturn.core.ids import ClientId, SessionId, UserId
-from keyturn.core.models import Client, EndedSession, RevocationReason, Session
+from keyturn.core.models import Client, EndedSession, RevocationReason, Session, User
 from keyturn.core.ports import Clock, Store
 from keyturn.crypto.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
 from keyturn.service.context import NO_CONTEXT, RequestContext
@@ -105,6 +105,14 @@ class Sessions:
             for s in await self._store.list_sessions(user_id)
             if not s.revoked and now < s.idle_expires_at and now < s.absolute_expires_at
         ]
+
+    async def holder(self, session: Session) -> User:
+        """The user a live session's access token speaks for: `InvalidToken` if that
+        user is gone or disabled, when the token speaks for no one."""
+        user = await self._store.get_user(session.user_id)
+        if user is None or not user.enabled:
+            raise InvalidToken
+        return user
 
     async def change_password(
         self,

@@ -57,16 +57,16 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 CACHED = {"Cache-Control": f"max-age={DOCUMENT_MAX_AGE}", **NOSNIFF}
 
 
-async def openapi_json(request: Request, engine: Engine) -> Response:
+async def openapi_json(_request: Request, engine: Engine) -> Response:
     return json_response(document(engine.config.issuer), headers=dict(CACHED))
 
 
-async def openapi_30_json(request: Request, engine: Engine) -> Response:
+async def openapi_30_json(_request: Request, engine: Engine) -> Response:
     """The same document in OpenAPI 3.0 terms, which is what Swagger UI 4 reads."""
     return json_response(as_openapi_30(document(engine.config.issuer)), headers=dict(CACHED))
 
 
-async def docs_page(request: Request, engine: Engine) -> Response:
+async def docs_page(_request: Request, _engine: Engine) -> Response:
     return HTMLResponse(
         PAGE,
         headers={
@@ -94,7 +94,7 @@ def asset_routes(
     application's handler wrapper, since it needs the engine)."""
 
     def serve(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
-        async def handler(request: Request) -> Response:
+        async def handler(_request: Request) -> Response:
             return Response(
                 _asset(name),
                 media_type=media_type,

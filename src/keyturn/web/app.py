@@ -75,11 +75,11 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
-async def healthz(request: Request, engine: Engine) -> Response:
+async def healthz(_request: Request, _engine: Engine) -> Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: Request, engine: Engine) -> Response:
+async def readyz(_request: Request, engine: Engine) -> Response:
     try:
         await engine.store.ping()
     except StoreUnavailable:
@@ -89,7 +89,7 @@ async def readyz(request: Request, engine: Engine) -> Response:
     return json_response({"status": "ready"})
 
 
-async def http_error(request: Request, error: Exception) -> Response:
+async def http_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)  # noqa: S101 - registered for HTTPException only
     headers = dict(error.headers or {})
     code = "invalid_request" if error.status_code < 500 else "server_error"

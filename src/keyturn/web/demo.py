@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from keyturn.core.errors import InvalidToken
 from keyturn.service.demo import DEMO_CLIENT_ID
 from keyturn.service.engine import Engine
 from keyturn.web.dpop import current_session
@@ -113,7 +112,7 @@ def asset_routes(assets: dict[str, tuple[str, str]]) -> list[Route]:
     """Routes serving packaged files (read once) at fixed paths."""
 
     def serve(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
-        async def handler(request: Request) -> Response:
+        async def handler(_request: Request) -> Response:
             return Response(
                 _asset(name), media_type=media_type, headers={"Cache-Control": "no-cache"}
             )
@@ -126,7 +125,7 @@ def asset_routes(assets: dict[str, tuple[str, str]]) -> list[Route]:
     ]
 
 
-async def page(request: Request, engine: Engine) -> Response:
+async def page(_request: Request, _engine: Engine) -> Response:
     html = _PAGE.substitute(client_id=escape(DEMO_CLIENT_ID))
     return HTMLResponse(html, headers=dict(NO_STORE))
 
@@ -135,9 +134,7 @@ async def me(request: Request, engine: Engine) -> Response:
     """Who the bearer access token speaks for, if its session is live: what a resource
     server of the demo would check before answering."""
     session = await current_session(request, engine)
-    user = await engine.store.get_user(session.user_id)
-    if user is None or not user.enabled:
-        raise InvalidToken
+    user = await engine.sessions.holder(session)
     return json_response(
         {
             "user": user.username,

@@ -101,7 +101,7 @@ def _clear_cookie(response: Response, client_id: str) -> None:
     )
 
 
-def _answer(issued: IssuedTokens, client: Client, engine: Engine) -> Response:
+def _answer(issued: IssuedTokens, client: Client) -> Response:
     if client.delivery is Delivery.COOKIE:
         response = token_response(issued, include_refresh_token=False)
         _set_cookie(response, issued, client)
@@ -174,7 +174,7 @@ async def login(request: Request, engine: Engine) -> Response:
         context=request_context(request),
         key_thumbprint=key,
     )
-    return with_nonce(_answer(issued, client, engine), engine, key)
+    return with_nonce(_answer(issued, client), engine, key)
 
 
 async def refresh(request: Request, engine: Engine) -> Response:
@@ -186,7 +186,7 @@ async def refresh(request: Request, engine: Engine) -> Response:
     token = _presented_refresh_token(request, data, client)
     scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
     issued = await engine.refresher.refresh(token, client, scope, request_context(request), key)
-    return with_nonce(_answer(issued, client, engine), engine, key)
+    return with_nonce(_answer(issued, client), engine, key)
 
 
 async def logout(request: Request, engine: Engine) -> Response:

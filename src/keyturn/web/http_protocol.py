@@ -120,7 +120,7 @@ _REFUSALS = {
 _BUSY_BODY = _error_json("temporarily_unavailable", "The server is busy; retry shortly.")
 
 
-async def busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+async def busy(_scope: Scope, _receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """The answer to a request over the concurrency limit: RFC 6749 §5.2-shaped, with
     `Retry-After` (RFC 9110 §15.6.4), and the connection closed to shed its load."""
     await send(

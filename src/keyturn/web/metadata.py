@@ -48,7 +48,7 @@ def metadata(issuer: str, scopes: list[str], dpop_algorithms: Sequence[str] = ()
     }
 
 
-async def authorization_server(request: Request, engine: Engine) -> Response:
+async def authorization_server(_request: Request, engine: Engine) -> Response:
     # The scopes a client may be granted: the union of the enabled clients' scopes.
     clients = await engine.admin.list_clients()
     scopes = sorted({s for c in clients if c.enabled for s in c.scope})
@@ -58,7 +58,7 @@ async def authorization_server(request: Request, engine: Engine) -> Response:
     )
 
 
-async def jwks(request: Request, engine: Engine) -> Response:
+async def jwks(_request: Request, engine: Engine) -> Response:
     return json_response(
         await engine.tokens.jwks(), headers={"Cache-Control": f"max-age={JWKS_MAX_AGE}"}
     )

@@ -123,7 +123,7 @@ def scrape(
     secret = token.get_secret_value() if token is not None else secrets.token_urlsafe(32)
     expected = _digest(secret.encode())
 
-    async def handler(request: Request, engine: Engine) -> Response:
+    async def handler(request: Request, _engine: Engine) -> Response:
         if not public and not _bearer_matches(request, expected):
             # One answer for every refusal: no header, a wrong scheme, a wrong token, or
             # no token configured at all. 401 rather than 404: the path is in the API
