@@ -8,6 +8,9 @@ Three ways to rotate the same chains, 16 concurrent callers on one event loop (u
 in alternating rounds:
 
 - `engine`: `Refresher.refresh_for`, what `/oauth/token` calls (store, rules, signing);
+- `endpoint`: keyturn's `/oauth/token` endpoint called with a `Request`, its response
+  sent: what the request adds (form, client credentials, rate limit, context,
+  response), without Starlette's routing and exception layers;
 - `app, no middleware`: the ASGI application called directly with a form-encoded
   request, without keyturn's middlewares: Starlette's routing and exception layers,
   keyturn's endpoint (form, client credentials, rate limit, response);
@@ -38,25 +41,43 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
 import uvloop
+from starlette.requests import Request
 
 from bench.engine.preload import CLIENT, Target, dispose, first_tokens, prepare
 from bench.engine.report import machine, machine_line, replace_section, table, write_json
 from keyturn.observability.logs import configure_logging
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
+from keyturn.service.engine import Engine
 from keyturn.settings import Settings
-from keyturn.web.app import create_app
-from keyturn.wiring import Engine, open_engine
+from keyturn.web import oauth_token
+from keyturn.web.app import create_app, endpoint
+from keyturn.wiring import open_engine
 
 SESSIONS = 10_000
 CALLERS = 16
 CHAINS = 64
-WAYS = ("engine", "app, no middleware", "app")
+WAYS = ("engine", "endpoint", "app, no middleware", "app")
 
 Rotate = Callable[[str], Awaitable[str]]
+
+
+def _endpoint_app(engine: Engine) -> Any:
+    """An ASGI callable running only keyturn's `/oauth/token` endpoint: the `Request`,
+    the handler with its error mapping, the response; no router, no middleware."""
+    run = endpoint(oauth_token.token)
+    holder = SimpleNamespace(state=SimpleNamespace(engine=engine))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["app"] = holder
+        response = await run(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
 
 
 def _asgi_rotation(app: Any) -> Rotate:
@@ -117,6 +138,8 @@ async def _round(
             return issued.refresh_token
 
         rotate = through_engine
+    elif way == "endpoint":
+        rotate = _asgi_rotation(_endpoint_app(engine))
     else:
         app = create_app(settings, engine)
         app.state.engine = engine
@@ -181,10 +204,11 @@ def section(
             f"HTTP server: {CALLERS} callers on one event loop rotate {CHAINS} chains of "
             f"{SESSIONS:,} preloaded sessions, {rounds} alternating rounds of {seconds:g} s "
             "per row (median). `engine` is `Refresher.refresh_for` alone (store client, "
-            "rules, signing); `app, no middleware` the ASGI application called with a "
-            "form-encoded request without keyturn's middlewares (Starlette's routing and "
-            "exception layers, keyturn's endpoint: form, client credentials, rate limit, "
-            "response); `app` the whole application as served (with the JSON access log "
+            "rules, signing); `endpoint` keyturn's `/oauth/token` endpoint called with a "
+            "form-encoded `Request` (form, client credentials, rate limit, request context, "
+            "response), without Starlette; `app, no middleware` the ASGI application "
+            "without keyturn's middlewares (adds Starlette's routing and exception "
+            "layers); `app` the whole application as served (with the JSON access log "
             "written to a file, the metrics in prometheus-client's multiprocess files, the "
             "security headers and CORS). The database's "
             "own CPU is not in it; uvicorn and the socket calls come on top. "
