@@ -8,6 +8,8 @@ Three ways to rotate the same chains, 16 concurrent callers on one event loop (u
 in alternating rounds:
 
 - `engine`: `Refresher.refresh_for`, what `/oauth/token` calls (store, rules, signing);
+- `endpoint, answer canned`: that endpoint with the engine's answer made in advance
+  (its `Refresher` returns one fixed rotation): the request handling alone;
 - `endpoint`: keyturn's `/oauth/token` endpoint called with a `Request`, its response
   sent: what the request adds (form, client credentials, rate limit, context,
   response), without Starlette's routing and exception layers;
@@ -40,9 +42,10 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import uvloop
@@ -61,7 +64,8 @@ from keyturn.wiring import open_engine
 SESSIONS = 10_000
 CALLERS = 16
 CHAINS = 64
-WAYS = ("engine", "endpoint", "app, no middleware", "app")
+CANNED = "endpoint, answer canned"
+WAYS = ("engine", CANNED, "endpoint", "app, no middleware", "app")
 
 Rotate = Callable[[str], Awaitable[str]]
 
@@ -78,6 +82,10 @@ def _endpoint_app(engine: Engine) -> Any:
         await response(scope, receive, send)
 
     return app
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _asgi_rotation(app: Any) -> Rotate:
@@ -138,6 +146,15 @@ async def _round(
             return issued.refresh_token
 
         rotate = through_engine
+    elif way == CANNED:
+        canned = await engine.refresher.refresh_for(
+            ClientCredentials(CLIENT, None, AuthMethod.NONE), chains[0]
+        )
+        assert canned.refresh_token is not None
+        chains[0] = canned.refresh_token
+        answer = SimpleNamespace(refresh_for=lambda *_, **__: _ready(canned))
+        rotate = _asgi_rotation(_endpoint_app(replace(engine, refresher=cast(Any, answer))))
+        chains = [canned.refresh_token] * len(chains)  # a copy: the real chains stay as they are
     elif way == "endpoint":
         rotate = _asgi_rotation(_endpoint_app(engine))
     else:
@@ -194,7 +211,7 @@ def section(
         for store in ("sqlite", "postgres"):
             cost = figures[store][way]["median_us"]
             base = figures[store]["engine"]["median_us"]
-            row += [f"{cost:,.0f}", "–" if way == "engine" else f"+{cost - base:,.0f}"]
+            row += [f"{cost:,.0f}", "–" if way in ("engine", CANNED) else f"+{cost - base:,.0f}"]
         rows.append(row)
     return "\n".join(
         [
@@ -206,7 +223,9 @@ def section(
             "per row (median). `engine` is `Refresher.refresh_for` alone (store client, "
             "rules, signing); `endpoint` keyturn's `/oauth/token` endpoint called with a "
             "form-encoded `Request` (form, client credentials, rate limit, request context, "
-            "response), without Starlette; `app, no middleware` the ASGI application "
+            "response), without Starlette, and `endpoint, answer canned` the same with the "
+            "engine's answer made in advance (the request handling alone, not over the "
+            "engine); `app, no middleware` the ASGI application "
             "without keyturn's middlewares (adds Starlette's routing and exception "
             "layers); `app` the whole application as served (with the JSON access log "
             "written to a file, the metrics in prometheus-client's multiprocess files, the "
