@@ -24,10 +24,13 @@ from test_store_contract import T0, client, event, session, store, user  # noqa:
 from keyturn.core.audit import EventType
 from keyturn.core.ids import ClientId, SessionId
 from keyturn.core.models import (
+    Attempted,
     Client,
     ClientType,
+    NotRotated,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     User,
@@ -189,11 +192,13 @@ async def test_together_on_shared_sessions_each_session_moves_once(
     results = await asyncio.gather(*(store.attempt_rotation(a) for a in attempts))
     for live in lives:
         mine = [r for a, r in zip(attempts, results, strict=True) if a.session_id == live.id]
-        moved = [r for r in mine if isinstance(r, Session)]
+        moved = [r.session for r in mine if isinstance(r, Rotated)]
         assert len(moved) == 1
         # The others read the session as it was, or as the one that moved it left it
         # (a store that runs attempts one after another).
-        assert all(r.session in (live, moved[0]) for r in mine if isinstance(r, Presentation))
+        assert all(
+            r.presentation.session in (live, moved[0]) for r in mine if isinstance(r, NotRotated)
+        )
         stored = await store.get_session(live.id)
         assert stored is not None
         assert stored.generation == 2
@@ -280,7 +285,7 @@ async def check_result(
     attempt: RotationAttempt,
     live: Session,
     read: tuple[Presentation, Session | None],
-    attempted: Presentation | Session,
+    attempted: Attempted,
 ) -> None:
     before, stored_before = read
     at = attempt.at
@@ -291,14 +296,14 @@ async def check_result(
     if expected:
         assert before.session is not None
         committed = attempted_session(attempt, before.session)
-        assert attempted == committed
+        assert attempted == Rotated(committed)
         assert after == committed
         assert committed.generation == attempt.generation + 1
         assert committed.idle_expires_at == min(
             at + timedelta(seconds=IDLE_TTL), live.absolute_expires_at
         )
     else:
-        assert attempted == before
+        assert attempted == NotRotated(before)
         assert after == stored_before  # nothing written
 
 
@@ -341,7 +346,7 @@ async def test_of_concurrent_attempts_on_one_generation_exactly_one_writes(
             idle_ttl=IDLE_TTL,
         )
         results = await asyncio.gather(*(store.attempt_rotation(attempt) for _ in range(12)))
-        assert sum(isinstance(r, Session) for r in results) == 1
+        assert sum(isinstance(r, Rotated) for r in results) == 1
         stored = await store.get_session(live.id)
         assert stored is not None
         assert stored.generation == generation + 1
@@ -370,8 +375,8 @@ async def test_a_hostile_id_is_a_miss_not_an_error(
         idle_ttl=IDLE_TTL,
     )
     attempted = await store.attempt_rotation(attempt)
-    assert isinstance(attempted, Presentation)
-    assert attempted.session is None
+    assert isinstance(attempted, NotRotated)
+    assert attempted.presentation.session is None
 
 
 def _password_changed(state: dict[str, object], at: datetime) -> datetime:

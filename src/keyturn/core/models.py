@@ -255,9 +255,24 @@ class RotationAttempt:
     """The peer address of the request, kept as the session's `rotated_ip`."""
 
 
-Attempted = Session | Presentation
-"""What `attempt_rotation` did: the `Session` as it committed it, or, when nothing was
-written, the `Presentation` as it read it."""
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    """`attempt_rotation` wrote: the session as it committed it (no presentation, the
+    caller needs none)."""
+
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class NotRotated:
+    """`attempt_rotation` wrote nothing: the presentation as it read it, for the caller
+    to decide on as on `get_presentation`'s."""
+
+    presentation: Presentation
+
+
+Attempted = Rotated | NotRotated
+"""What `attempt_rotation` did; callers match on the two names."""
 
 
 @dataclass(frozen=True, slots=True)

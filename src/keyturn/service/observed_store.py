@@ -24,6 +24,7 @@ from keyturn.core.models import (
     EndedSession,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     StoredKey,
@@ -161,7 +162,7 @@ class ObservedStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         attempted = await self._store.attempt_rotation(attempt)
-        if isinstance(attempted, Session):
+        if type(attempted) is Rotated:
             await self._rotated(attempt.session_id)
         return attempted
 

@@ -19,8 +19,10 @@ from keyturn.core.models import (
     Attempted,
     Client,
     GrantType,
+    NotRotated,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     User,
@@ -114,10 +116,11 @@ class Refresher:
         if requested_scope is None and self._rotates(client):
             # Safe with a key or without: the attempt's guard never rotates a bound
             # session, which goes on to `decide` and its key check below.
-            attempted = await self._attempt(claims, client, context)
-            if isinstance(attempted, Session):
-                return await self._issue_rotated(attempted, client, key)
-            loaded = _loaded(attempted)
+            match await self._attempt(claims, client, context):
+                case Rotated(session):
+                    return await self._issue_rotated(session, client, key)
+                case NotRotated(read):
+                    loaded = _loaded(read)
         return await self._rotate(claims, client, loaded, requested_scope, context, key)
 
     async def refresh_for(
@@ -153,10 +156,11 @@ class Refresher:
             key = admitted_key(client, key_thumbprint)
             # The attempt's guard refuses a session bound to a DPoP key (`dpop_jkt IS
             # NULL`): such a session is read, and `decide` checks the proof's key.
-            attempted = await self._attempt(claims, client, context)
-            if isinstance(attempted, Session):
-                return await self._issue_rotated(attempted, client, key)
-            read = attempted
+            match await self._attempt(claims, client, context):
+                case Rotated(session):
+                    return await self._issue_rotated(session, client, key)
+                case NotRotated(read):
+                    pass  # decided on below, as a presentation read on its own is
         else:
             read = await self._store.get_presentation(
                 ClientId(credentials.client_id), claims.session_id

@@ -18,8 +18,10 @@ from keyturn.core.models import (
     AuthorizationCode,
     Client,
     EndedSession,
+    NotRotated,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     StoredKey,
@@ -173,11 +175,11 @@ class MemoryStore:
         async with self._lock:
             read = await self.get_presentation(attempt.client_id, attempt.session_id)
             if not attempt_holds(attempt, read.client, read.session, read.user):
-                return read
+                return NotRotated(read)
             assert read.session is not None  # noqa: S101 - attempt_holds saw it
             rotated = attempted_session(attempt, read.session)
             self._sessions[attempt.session_id] = rotated
-            return rotated
+            return Rotated(rotated)
 
     async def advance_generation(
         self,

@@ -56,8 +56,10 @@ from keyturn.core.models import (
     Client,
     Device,
     EndedSession,
+    NotRotated,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     StoredKey,
@@ -779,13 +781,13 @@ class PostgresStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
-            return await self.get_presentation(attempt.client_id, attempt.session_id)
+            return NotRotated(await self.get_presentation(attempt.client_id, attempt.session_id))
         row = await self._attempts.submit(attempt)
         if row["m_id"] is None:
             if row["c_id"] is None:  # an unknown client: nothing else was read
-                return Presentation(client=None)
-            return rows.presentation_from(row, from_db)
-        return rows.session_from(row, from_db, "m_")  # only what was written is parsed
+                return NotRotated(Presentation(client=None))
+            return NotRotated(rows.presentation_from(row, from_db))
+        return Rotated(rows.session_from(row, from_db, "m_"))  # only what was written is parsed
 
     async def _attempt_all(self, attempts: Sequence[RotationAttempt]) -> list[asyncpg.Record]:
         """One statement for the attempts of one turn; one row each, in order."""

@@ -54,8 +54,10 @@ from keyturn.core.models import (
     AuthorizationCode,
     Client,
     EndedSession,
+    NotRotated,
     Presentation,
     RevocationReason,
+    Rotated,
     RotationAttempt,
     Session,
     StoredKey,
@@ -484,8 +486,8 @@ class SqliteStore:
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
         read = await self.get_presentation(attempt.client_id, attempt.session_id)
-        if read.session is None:  # unknown (or unstorable) client or session: no write
-            return read
+        if read.session is None:  # unknown client or session: no write
+            return NotRotated(read)
         moved = await self._attempts.submit(
             (
                 attempt.generation,
@@ -498,7 +500,7 @@ class SqliteStore:
                 attempt.ip,
             )
         )
-        return read if moved is None else rows.session_from(moved, from_db)
+        return NotRotated(read) if moved is None else Rotated(rows.session_from(moved, from_db))
 
     async def _attempt_all(self, batch: Sequence[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
         """The compare-and-swaps of one turn, in order, in one transaction: each guards
