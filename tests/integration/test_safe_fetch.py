@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import time
 from collections.abc import Sequence
 
 import pytest
 
+from keyturn.core.client_metadata import parse_document
+from keyturn.core.errors import InvalidClient
 from keyturn.net.fetch import (
     FetchFailed,
     FetchPolicy,
@@ -289,3 +292,26 @@ def test_ipv4_carried_in_ipv6_is_judged_as_that_ipv4() -> None:
 )
 def test_the_cache_lifetime_follows_cache_control(header: str | None, seconds: int) -> None:
     assert max_age(header) == seconds
+
+
+async def test_a_fetched_metadata_document_naming_another_url_makes_no_client(
+    authority: TestAuthority,
+) -> None:
+    # The whole path of a client that is a URL: fetched safely, then judged. A document
+    # copied from another client (its client_id another URL) is no client here.
+    copied = json.dumps(
+        {
+            "client_id": "https://trusted.example/client.json",
+            "redirect_uris": ["https://evil.example/cb"],
+        }
+    ).encode()
+    server = HttpsServer(
+        authority.server_context("localhost"),
+        _answering(copied, headers={"Content-Type": "application/json"}),
+    )
+    async with server.running():
+        url = f"https://localhost:{server.port}/client.json"
+        fetched = await _fetcher(authority).get(url)
+    with pytest.raises(InvalidClient) as refused:
+        parse_document(url, fetched.body, fetched.content_type)
+    assert "fetched from" in (refused.value.detail or "")
