@@ -22,6 +22,7 @@ from keyturn.service.config import EngineConfig, ReuseScope
 from keyturn.service.dpop_proofs import DpopProofs
 from keyturn.service.ending import SessionEnding
 from keyturn.service.engine import Engine
+from keyturn.service.guarded_store import GuardedStore
 from keyturn.service.inspection import Inspection
 from keyturn.service.lockout import AccountLockout
 from keyturn.service.login import Login
@@ -152,7 +153,9 @@ async def open_engine(
     # each host's own says; the host's, held steady across a step, on one host.
     the_clock = clock or deployment_clock(stored)
     channel = RedisRevocationChannel(settings.redis_url) if settings.redis_url else None
-    store: Store = ObservedStore(stored, [*observers, *([channel] if channel else [])])
+    # Text no store can hold is answered once, for every store, below the observers.
+    guarded = GuardedStore(stored)
+    store: Store = ObservedStore(guarded, [*observers, *([channel] if channel else [])])
     the_passwords = passwords or Passwords()
     secret = master_secret(settings)
     replay_cache = proof_replay_cache(settings, the_clock)

@@ -36,6 +36,7 @@ from keyturn.core.models import (
     StoredKey,
     User,
 )
+from keyturn.service.guarded_store import GuardedStore
 from keyturn.storage.postgres import PostgresStore, open_postgres
 from support.store_values import T0, a_client, a_session, a_user, an_event
 from support.tcp_proxy import TcpProxy
@@ -413,7 +414,7 @@ async def test_terminated_backends_are_replaced_by_the_pool(
         await opened.close()
 
 
-# (d) text PostgreSQL cannot hold
+# (d) text PostgreSQL cannot hold, answered by the guard in front of every store
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
@@ -421,7 +422,8 @@ async def test_lookups_by_text_postgresql_cannot_hold_find_nothing_without_a_que
     hostile: str,
 ) -> None:
     # A store on a closed port: any query would raise StoreUnavailable.
-    opened = await open_postgres(CLOSED_PORT_URL, timeout=TIMEOUT, pool_size=1)
+    bare = await open_postgres(CLOSED_PORT_URL, timeout=TIMEOUT, pool_size=1)
+    opened = GuardedStore(bare)
     at = T0
     try:
         assert await opened.get_user(UserId(hostile)) is None
@@ -440,14 +442,15 @@ async def test_lookups_by_text_postgresql_cannot_hold_find_nothing_without_a_que
         with pytest.raises(NotFound):
             await opened.change_password(UserId(hostile), "h", at, None, an_event())
     finally:
-        await opened.close()
+        await bare.close()
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_revoking_by_such_text_revokes_nothing_and_records_the_event(
     seeded: Seeded, hostile: str
 ) -> None:
-    store, user, _, session = seeded
+    bare, user, _, session = seeded
+    store = GuardedStore(bare)
     event = an_event(EventType.SESSION_REVOKED, session_id=SessionId(hostile))
     assert not await store.revoke_session(
         SessionId(hostile), RevocationReason.ADMIN_REVOKED, T0, event
@@ -470,7 +473,8 @@ async def test_revoking_by_such_text_revokes_nothing_and_records_the_event(
 async def test_inserts_holding_text_postgresql_cannot_hold_are_invalid_and_write_nothing(
     seeded: Seeded, hostile: str
 ) -> None:
-    store, user, client, _ = seeded
+    bare, user, client, _ = seeded
+    store = GuardedStore(bare)
     events_before = await store.list_events()
     sessions_before = await store.list_sessions(include_revoked=True)
     key = StoredKey(
@@ -508,7 +512,8 @@ async def test_inserts_holding_text_postgresql_cannot_hold_are_invalid_and_write
 async def test_hostile_text_in_an_event_is_recorded_scrubbed_and_the_session_still_ends(
     seeded: Seeded,
 ) -> None:
-    store, _, _, session = seeded
+    bare, _, _, session = seeded
+    store = GuardedStore(bare)
     device = Device(user_agent="evil\x00agent\ud800", ip="203.0.113.9", name="n\x00")
     event = an_event(EventType.REUSE_DETECTED, session_id=session.id, device=device)
     assert await store.revoke_session(session.id, RevocationReason.REUSE_OUTSIDE_WINDOW, T0, event)

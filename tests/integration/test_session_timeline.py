@@ -18,6 +18,7 @@ from keyturn.core.policy import ClientKind, ReplayBudget, RotationSettings
 from keyturn.core.ports import Store
 from keyturn.service.context import RequestContext
 from keyturn.service.engine import Engine
+from keyturn.service.guarded_store import GuardedStore
 from keyturn.service.timeline import EndSource, EventEntry, Rotations, Timeline
 from keyturn.storage import open_store
 from support.engine import PASSWORD, FakeClock, engine_with
@@ -30,7 +31,7 @@ HOSTILE_IDS = ["", "\x00", "a\x00b", "\ud800", "x\udfffy", "' OR 1=1 --", "%", "
 async def store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
     url, schema = store_url
     opened = await open_store(url, timeout=5, schema=schema)
-    yield opened
+    yield GuardedStore(opened)  # as the engine uses it
     await opened.close()
 
 

@@ -32,6 +32,7 @@ from keyturn.core.models import (
     User,
 )
 from keyturn.core.ports import Store
+from keyturn.service.guarded_store import GuardedStore
 from keyturn.storage import open_store
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
@@ -94,7 +95,8 @@ def session(u: User, c: Client, *, created: datetime = T0, **kw: object) -> Sess
 async def store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
     url, schema = store_url
     opened = await open_store(url, timeout=5, schema=schema)
-    yield opened
+    # As the engine uses it: behind the guard that answers for text no store can hold.
+    yield GuardedStore(opened)
     await opened.close()
 
 

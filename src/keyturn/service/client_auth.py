@@ -14,6 +14,7 @@ from keyturn.core.errors import InvalidClient
 from keyturn.core.ids import ClientId
 from keyturn.core.models import Client
 from keyturn.core.ports import AuditLog, ClientStore, Clock, RateLimiter
+from keyturn.core.storable import storable
 from keyturn.crypto.client_secrets import hash_secret, verify_secret
 
 MAX_CLIENT_ID_LENGTH = 128
@@ -81,6 +82,8 @@ class ClientAuthenticator:
         database work."""
         if not credentials.client_id or len(credentials.client_id) > MAX_CLIENT_ID_LENGTH:
             raise InvalidClient(detail="client id missing or too long")
+        if not storable(credentials.client_id):  # NUL, a lone surrogate: no client's id
+            raise InvalidClient(detail="client id holds a character no store can hold")
         if credentials.secret is not None and len(credentials.secret) > MAX_SECRET_LENGTH:
             raise InvalidClient(detail="secret too long")
 

@@ -31,9 +31,8 @@ is found dead, every connection opened before it is replaced; the work then runs
 more on a fresh connection if it is a read, or if asyncpg refused it before sending a
 byte. A write lost in flight may have committed: it is reported, never repeated.
 
-PostgreSQL `text` cannot hold NUL, and UTF-8 cannot hold a lone surrogate: a lookup by
-such a key finds nothing without asking the database; an insert holding one is
-`InvalidRequest`.
+PostgreSQL `text` cannot hold NUL, and UTF-8 cannot hold a lone surrogate: no store
+is handed such text, `service.guarded_store` answers for it first.
 """
 
 from __future__ import annotations
@@ -41,20 +40,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
 from keyturn.core.audit import RecordedEvent, SecurityEvent
-from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
+from keyturn.core.errors import AlreadyExists, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     Attempted,
     AuthorizationCode,
     Client,
-    Device,
     EndedSession,
     NotRotated,
     Presentation,
@@ -349,49 +346,12 @@ _LIST_SESSION_EVENTS = (
 )
 
 
-# Text PostgreSQL cannot hold.
-
-
-def _scrub(text: S | None) -> S | None:
-    """`text` with NUL and lone surrogates replaced by U+FFFD."""
-    if text is None or rows.storable(text):
-        return text
-    scrubbed = "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
-    return cast(S, scrubbed)
-
-
-def _storable_event(event: SecurityEvent) -> SecurityEvent:
-    """`event`, its text scrubbed. An audit row is never refused for its text: a
-    revocation is one statement with its event, and a hostile user agent must not be able
-    to stop a session from ending."""
-    device = event.device
-    texts = (event.user_id, event.client_id, event.session_id, event.reason, event.detail)
-    if rows.storable(*texts, device.user_agent, device.ip, device.name):
-        return event
-    return replace(
-        event,
-        user_id=_scrub(event.user_id),
-        client_id=_scrub(event.client_id),
-        session_id=_scrub(event.session_id),
-        reason=_scrub(event.reason),
-        detail=_scrub(event.detail),
-        device=Device(
-            user_agent=_scrub(device.user_agent), ip=_scrub(device.ip), name=_scrub(device.name)
-        ),
-    )
-
-
-def _require_storable(values: Sequence[Any], what: str) -> None:
-    if not rows.storable(*values):
-        raise InvalidRequest(f"The {what} holds a character that cannot be stored.")
-
-
 def _ended(found: Sequence[asyncpg.Record]) -> list[EndedSession]:
     return [EndedSession(SessionId(r["id"]), ClientId(r["client_id"])) for r in found]
 
 
 def _event_values(event: SecurityEvent) -> tuple[Any, ...]:
-    return rows.event_values(_storable_event(event), to_db)
+    return rows.event_values(event, to_db)
 
 
 async def _keep_session_state(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -600,21 +560,16 @@ class PostgresStore:
 
     async def add_user(self, user: User, event: SecurityEvent) -> None:
         values = rows.user_values(user, to_db)
-        _require_storable(values, "user")
         try:
             await self._run(lambda conn: conn.execute(_ADD_USER, *_event_values(event), *values))
         except AlreadyExists:
             raise AlreadyExists(f"A user named {user.username!r} exists.") from None
 
     async def get_user(self, user_id: UserId) -> User | None:
-        if not rows.storable(user_id):
-            return None
         row = await self._one("SELECT * FROM users WHERE id = $1", user_id)
         return rows.user_from(row, from_db) if row else None
 
     async def find_user(self, username: str) -> User | None:
-        if not rows.storable(username):
-            return None
         row = await self._one("SELECT * FROM users WHERE username = $1", username)
         return rows.user_from(row, from_db) if row else None
 
@@ -625,8 +580,6 @@ class PostgresStore:
     async def disable_user(
         self, user_id: UserId, at: datetime, event: SecurityEvent
     ) -> list[EndedSession]:
-        if not rows.storable(user_id):
-            raise NotFound("No such user.")
 
         async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute("UPDATE users SET enabled = false WHERE id = $1", user_id)
@@ -648,11 +601,6 @@ class PostgresStore:
         keep: SessionId | None,
         event: SecurityEvent,
     ) -> list[EndedSession]:
-        if not rows.storable(user_id):
-            raise NotFound("No such user.")
-        _require_storable((password_hash,), "password hash")
-        # A `keep` that cannot be stored names no session: every session ends.
-        kept = keep if rows.storable(keep) else None
 
         async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute(
@@ -663,17 +611,17 @@ class PostgresStore:
             )
             if status != "UPDATE 1":
                 raise NotFound("No such user.")
-            if kept is not None:
+            if keep is not None:
                 await conn.execute(
                     "UPDATE sessions SET authenticated_at = $1 WHERE id = $2 AND user_id = $3",
                     at,
-                    kept,
+                    keep,
                     user_id,
                 )
             ended = await self._revoke_live(
                 conn,
                 "user_id = $3 AND id IS DISTINCT FROM $4",
-                (user_id, kept),
+                (user_id, keep),
                 RevocationReason.PASSWORD_CHANGED,
                 at,
             )
@@ -686,24 +634,12 @@ class PostgresStore:
 
     async def add_client(self, client: Client, event: SecurityEvent) -> None:
         values = rows.client_values(client, to_db)
-        # The JSON columns escape a NUL as \u0000; check what the client holds instead.
-        _require_storable(
-            (
-                *values,
-                *client.redirect_uris,
-                *client.audience,
-                *client.allowed_origins,
-            ),
-            "client",
-        )
         try:
             await self._run(lambda conn: conn.execute(_ADD_CLIENT, *_event_values(event), *values))
         except AlreadyExists:
             raise AlreadyExists(f"A client {client.id!r} exists.") from None
 
     async def get_client(self, client_id: ClientId) -> Client | None:
-        if not rows.storable(client_id):
-            return None
         row = await self._one("SELECT * FROM clients WHERE id = $1", client_id)
         return rows.client_from(row, from_db) if row else None
 
@@ -714,8 +650,6 @@ class PostgresStore:
     async def set_client_rotation(
         self, client_id: ClientId, rotation: RotationSettings, event: SecurityEvent
     ) -> None:
-        if not rows.storable(client_id):
-            raise NotFound("No such client.")
 
         async def work(conn: Conn) -> None:
             status = await conn.execute(
@@ -732,8 +666,6 @@ class PostgresStore:
     async def disable_client(
         self, client_id: ClientId, at: datetime, event: SecurityEvent
     ) -> list[EndedSession]:
-        if not rows.storable(client_id):
-            raise NotFound("No such client.")
 
         async def work(conn: Conn) -> list[EndedSession]:
             status = await conn.execute(
@@ -753,35 +685,24 @@ class PostgresStore:
 
     async def create_session(self, session: Session, event: SecurityEvent) -> None:
         values = rows.session_values(session, to_db)
-        _require_storable(values, "session")
         await self._run(lambda conn: conn.execute(_CREATE_SESSION, *_event_values(event), *values))
 
     async def get_session(self, session_id: SessionId) -> Session | None:
-        if not rows.storable(session_id):
-            return None
         row = await self._one("SELECT * FROM sessions WHERE id = $1", session_id)
         return rows.session_from(row, from_db) if row else None
 
     async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
-        if not rows.storable(session_id):
-            return None
         row = await self._one(_SESSION_WITH_USER, session_id)
         if row is None:
             return None
         return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
 
     async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
-        if not rows.storable(session_id):
-            return Presentation(await self.get_client(client_id))
-        if not rows.storable(client_id):
-            return Presentation(client=None)
         return rows.presentation_from(
             await self._one(_PRESENTATION, client_id, session_id), from_db
         )
 
     async def attempt_rotation(self, attempt: RotationAttempt) -> Attempted:
-        if not (rows.storable(attempt.session_id) and rows.storable(attempt.client_id)):
-            return NotRotated(await self.get_presentation(attempt.client_id, attempt.session_id))
         row = await self._attempts.submit(attempt)
         if row["m_id"] is None:
             if row["c_id"] is None:  # an unknown client: nothing else was read
@@ -816,8 +737,6 @@ class PostgresStore:
         idle_expires_at: datetime,
         ip: str | None = None,
     ) -> bool:
-        if not rows.storable(session_id):
-            return False
         status = await self._run(
             lambda conn: conn.execute(
                 _ADVANCE, session_id, from_generation, at, idle_expires_at, ip
@@ -828,8 +747,6 @@ class PostgresStore:
     async def record_replay(
         self, session_id: SessionId, read: ReplayLog, log: ReplayLog, event: SecurityEvent
     ) -> bool:
-        if not rows.storable(session_id):
-            return False
         count = await self._run(
             lambda conn: conn.fetchval(
                 _RECORD_REPLAY,
@@ -846,8 +763,6 @@ class PostgresStore:
     async def keep_session(
         self, session_id: SessionId, generation: int, at: datetime, idle_expires_at: datetime
     ) -> bool:
-        if not rows.storable(session_id):
-            return False
         status = await self._run(
             lambda conn: conn.execute(_KEEP, session_id, generation, at, idle_expires_at)
         )
@@ -860,9 +775,6 @@ class PostgresStore:
         at: datetime,
         event: SecurityEvent,
     ) -> list[EndedSession]:
-        if not rows.storable(session_id):
-            await self.record(event)
-            return []
         return await self._ended(
             _REVOKE_SESSION, *_event_values(event), at, reason.value, session_id
         )
@@ -875,12 +787,8 @@ class PostgresStore:
         event: SecurityEvent,
         keep: SessionId | None = None,
     ) -> list[EndedSession]:
-        if not rows.storable(user_id):
-            await self.record(event)
-            return []
-        kept = keep if rows.storable(keep) else None
         return await self._ended(
-            _REVOKE_USER_SESSIONS, *_event_values(event), at, reason.value, user_id, kept
+            _REVOKE_USER_SESSIONS, *_event_values(event), at, reason.value, user_id, keep
         )
 
     async def list_sessions(
@@ -888,15 +796,11 @@ class PostgresStore:
     ) -> list[Session]:
         if user_id is None:
             found = await self._scanning(_ALL_SESSIONS, include_revoked)
-        elif rows.storable(user_id):
-            found = await self._all(_SESSIONS_OF_USER, user_id, include_revoked)
         else:
-            return []
+            found = await self._all(_SESSIONS_OF_USER, user_id, include_revoked)
         return [rows.session_from(r, from_db) for r in found]
 
     async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
-        if not rows.storable(after_id):
-            return []
         found = await self._all(
             "SELECT * FROM sessions WHERE revoked_at IS NOT NULL "
             "AND (revoked_at, id) > ($1, $2) ORDER BY revoked_at, id LIMIT $3",
@@ -930,26 +834,20 @@ class PostgresStore:
 
     async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
         values = rows.code_values(code, to_db)
-        _require_storable(values, "authorization request")
         await self._run(lambda conn: conn.execute(_ADD_CODE, *_event_values(event), *values))
 
     async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
-        if not rows.storable(code_hash):
-            return None
         row = await self._one("SELECT * FROM authorization_codes WHERE code_hash = $1", code_hash)
         return rows.code_from(row, from_db) if row else None
 
     async def redeem_authorization_code(
         self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
     ) -> bool:
-        if not rows.storable(code_hash):
-            return False
         head = (*_event_values(event), to_db(at), session.id if session else None, code_hash)
         if session is None:
             taken = await self._run(lambda conn: conn.fetchval(_BURN_CODE, *head))
         else:
             values = rows.session_values(session, to_db)
-            _require_storable(values, "session")
             taken = await self._run(
                 lambda conn: conn.fetchval(_REDEEM_WITH_SESSION, *head, *values)
             )
@@ -963,8 +861,6 @@ class PostgresStore:
 
     async def save_keys(self, keys: Sequence[StoredKey], events: Sequence[SecurityEvent]) -> None:
         key_rows = [rows.key_values(key, to_db) for key in keys]
-        for values in key_rows:
-            _require_storable(values, "key")
         event_rows = [_event_values(event) for event in events]
 
         async def work(conn: Conn) -> None:
@@ -976,8 +872,7 @@ class PostgresStore:
         await self._tx(work)
 
     async def delete_keys(self, kids: Sequence[KeyId]) -> None:
-        # A kid that cannot be stored names no key.
-        wanted = [kid for kid in kids if rows.storable(kid)]
+        wanted = list(kids)
         if wanted:
             await self._run(
                 lambda conn: conn.execute(
@@ -998,8 +893,6 @@ class PostgresStore:
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[RecordedEvent]:
-        if type is not None and not rows.storable(type):
-            return []
         args = [value for value in (type, since) if value is not None]
         sql = _LIST_EVENTS[type is not None, since is not None]
         found = await self._all(sql, *args, limit)
@@ -1008,8 +901,6 @@ class PostgresStore:
     async def list_session_events(
         self, session_id: SessionId, *, after_id: int | None, limit: int
     ) -> list[RecordedEvent]:
-        if not rows.storable(session_id):
-            return []
         found = await self._all(_LIST_SESSION_EVENTS, session_id, after_id or 0, limit)
         return [rows.event_from(r, from_db) for r in found]
 

@@ -377,16 +377,3 @@ def event_from(row: Row, from_db: FromDb) -> RecordedEvent:
             detail=row["detail"],
         ),
     )
-
-
-def storable(*values: object) -> bool:
-    """False if a text value holds what no SQL store keeps (NUL, lone surrogates)."""
-    for value in values:
-        if isinstance(value, str):
-            if "\x00" in value:
-                return False
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-    return True

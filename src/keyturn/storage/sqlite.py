@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyturn.core.audit import RecordedEvent, SecurityEvent
-from keyturn.core.errors import AlreadyExists, InvalidRequest, NotFound, StoreUnavailable
+from keyturn.core.errors import AlreadyExists, NotFound, StoreUnavailable
 from keyturn.core.ids import ClientId, KeyId, SessionId, UserId
 from keyturn.core.models import (
     Attempted,
@@ -320,8 +320,6 @@ class SqliteStore:
     # Users
 
     async def add_user(self, user: User, event: SecurityEvent) -> None:
-        if not rows.storable(user.username):
-            raise InvalidRequest("The username holds a forbidden character.")
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(_INSERT_USER, rows.user_values(user, to_db))
@@ -333,14 +331,10 @@ class SqliteStore:
             raise AlreadyExists(f"A user named {user.username!r} exists.") from None
 
     async def get_user(self, user_id: UserId) -> User | None:
-        if not rows.storable(user_id):
-            return None
         row = await self._one("SELECT * FROM users WHERE id = ?", user_id)
         return rows.user_from(row, from_db) if row else None
 
     async def find_user(self, username: str) -> User | None:
-        if not rows.storable(username):
-            return None
         row = await self._one("SELECT * FROM users WHERE username = ?", username)
         return rows.user_from(row, from_db) if row else None
 
@@ -396,8 +390,6 @@ class SqliteStore:
     # Clients
 
     async def add_client(self, client: Client, event: SecurityEvent) -> None:
-        if not rows.storable(client.id):
-            raise InvalidRequest("The client id holds a forbidden character.")
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(_INSERT_CLIENT, rows.client_values(client, to_db))
@@ -409,8 +401,6 @@ class SqliteStore:
             raise AlreadyExists(f"A client {client.id!r} exists.") from None
 
     async def get_client(self, client_id: ClientId) -> Client | None:
-        if not rows.storable(client_id):
-            return None
         row = await self._one("SELECT * FROM clients WHERE id = ?", client_id)
         return rows.client_from(row, from_db) if row else None
 
@@ -452,8 +442,6 @@ class SqliteStore:
     # Sessions
 
     async def create_session(self, session: Session, event: SecurityEvent) -> None:
-        if not rows.storable(session.device.user_agent, session.device.ip, session.device.name):
-            raise InvalidRequest("The device description holds a forbidden character.")
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(_INSERT_SESSION, rows.session_values(session, to_db))
@@ -462,24 +450,16 @@ class SqliteStore:
         await self._write(work, hot=True)
 
     async def get_session(self, session_id: SessionId) -> Session | None:
-        if not rows.storable(session_id):
-            return None
         row = await self._one("SELECT * FROM sessions WHERE id = ?", session_id)
         return rows.session_from(row, from_db) if row else None
 
     async def get_session_with_user(self, session_id: SessionId) -> tuple[Session, User] | None:
-        if not rows.storable(session_id):
-            return None
         row = await self._one(rows.SESSION_WITH_USER.format(param="?"), session_id)
         if row is None:
             return None
         return rows.session_from(row, from_db), rows.user_from(row, from_db, "u_")
 
     async def get_presentation(self, client_id: ClientId, session_id: SessionId) -> Presentation:
-        if not rows.storable(session_id):
-            return Presentation(await self.get_client(client_id))
-        if not rows.storable(client_id):
-            return Presentation(client=None)
         return rows.presentation_from(
             await self._one(_PRESENTATION, client_id, session_id), from_db
         )
@@ -620,8 +600,6 @@ class SqliteStore:
         return [rows.session_from(r, from_db) for r in found]
 
     async def list_revoked(self, after: datetime, after_id: str, limit: int) -> list[Session]:
-        if not rows.storable(after_id):
-            return []
         at = to_db(after)
         found = await self._all(
             "SELECT * FROM sessions WHERE revoked_at IS NOT NULL "
@@ -679,8 +657,6 @@ class SqliteStore:
 
     async def add_authorization_code(self, code: AuthorizationCode, event: SecurityEvent) -> None:
         values = rows.code_values(code, to_db)
-        if not rows.storable(*values):
-            raise InvalidRequest("The authorization request holds a forbidden character.")
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(_INSERT_CODE, values)
@@ -689,16 +665,12 @@ class SqliteStore:
         await self._write(work, hot=True)
 
     async def get_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
-        if not rows.storable(code_hash):
-            return None
         row = await self._one("SELECT * FROM authorization_codes WHERE code_hash = ?", code_hash)
         return rows.code_from(row, from_db) if row else None
 
     async def redeem_authorization_code(
         self, code_hash: str, at: datetime, session: Session | None, event: SecurityEvent
     ) -> bool:
-        if not rows.storable(code_hash):
-            return False
 
         def work(db: sqlite3.Connection) -> bool:
             # The write lock is taken by BEGIN IMMEDIATE: one redemption at a time, and
@@ -767,8 +739,6 @@ class SqliteStore:
     async def list_session_events(
         self, session_id: SessionId, *, after_id: int | None, limit: int
     ) -> list[RecordedEvent]:
-        if not rows.storable(session_id):
-            return []
         found = await self._all(
             "SELECT * FROM audit_events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
             session_id,

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from keyturn.core.errors import InvalidRequest
+from keyturn.core.storable import storable
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -163,15 +164,6 @@ def text_field(
         raise InvalidRequest(f"The field {name} must be a string.")
     if len(value) > max_length:
         raise InvalidRequest(f"The field {name} is too long.")
-    if "\x00" in value or not _encodable(value):
+    if not storable(value):  # NUL, or a lone surrogate (JSON "\\ud800")
         raise InvalidRequest(f"The field {name} contains a forbidden character.")
     return value
-
-
-def _encodable(value: str) -> bool:
-    """False for strings with lone surrogates (JSON `"\\ud800"`), which no store can hold."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
