@@ -36,7 +36,8 @@ async def revocations(request: Request, engine: Engine) -> Response:
     if set(query.keys()) - _PARAMETERS or any(len(query.getlist(k)) > 1 for k in query):
         raise InvalidRequest("Only since and limit, once each.")
     limit_text = query.get("limit", str(MAX_PAGE))
-    if not limit_text.isdigit() or len(limit_text) > 5:
+    # ASCII digits only: `isdigit` alone takes "³", which `int` refuses.
+    if not (limit_text.isascii() and limit_text.isdigit()) or len(limit_text) > 5:
         raise InvalidRequest(f"limit is a number from 1 to {MAX_PAGE}.")
     page = await engine.revocation_feed.page(client, query.get("since") or None, int(limit_text))
     return json_response(
