@@ -100,7 +100,8 @@ class Known:
         return "Basic " + base64.b64encode(pair).decode()
 
     def login(self, client_id: str = "native", username: str = "alice") -> dict[str, Any]:
-        """A login over HTTP; its tokens join the pools."""
+        """A login over HTTP; its tokens join the pools. The cookie client `spa` signs in
+        as its page would (the CSRF header, its origin) and gets its token in a cookie."""
         confidential = client_id in self.server.secrets
         answer = httpx.post(
             f"{self.server.base}/auth/login",
@@ -110,10 +111,15 @@ class Known:
                 "password": self.password.get(username, PASSWORD),
                 **({"client_secret": self.server.secrets[client_id]} if confidential else {}),
             },
+            headers={"X-Keyturn-CSRF": "1", "Origin": ORIGIN} if client_id == "spa" else {},
         )
         assert answer.status_code == 200, answer.text
         tokens: dict[str, Any] = answer.json()
-        self.keep(client_id, tokens.get("refresh_token"), tokens["access_token"])
+        cookie = next(
+            (v for v in answer.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}=")), ""
+        )
+        in_cookie = cookie.partition("=")[2].partition(";")[0]
+        self.keep(client_id, tokens.get("refresh_token") or in_cookie, tokens["access_token"])
         return tokens
 
     def keep(self, client_id: str, refresh_token: str | None, access_token: str | None) -> None:

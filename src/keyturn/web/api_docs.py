@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from keyturn.service.engine import Engine
 from keyturn.web.openapi import as_openapi_30, document
+from keyturn.web.operation import OPERATIONS, Operation, cached, described, html_answer, json_answer
 from keyturn.web.responses import json_response
 
 DOCUMENT_MAX_AGE = 300
@@ -57,15 +58,54 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 CACHED = {"Cache-Control": f"max-age={DOCUMENT_MAX_AGE}", **NOSNIFF}
 
 
-async def openapi_json(_request: Request, engine: Engine) -> Response:
-    return json_response(document(engine.config.issuer), headers=dict(CACHED))
+@described(
+    get=Operation(
+        OPERATIONS,
+        "This document",
+        {
+            "200": json_answer(
+                "OpenAPI 3.1.",
+                {"type": "object", "required": ["openapi", "info", "paths"]},
+                cached(DOCUMENT_MAX_AGE),
+            )
+        },
+    )
+)
+async def openapi_json(request: Request, engine: Engine) -> Response:
+    return json_response(document(engine.config.issuer, request.app.routes), headers=dict(CACHED))
 
 
-async def openapi_30_json(_request: Request, engine: Engine) -> Response:
+async def openapi_30_json(request: Request, engine: Engine) -> Response:
     """The same document in OpenAPI 3.0 terms, which is what Swagger UI 4 reads."""
-    return json_response(as_openapi_30(document(engine.config.issuer)), headers=dict(CACHED))
+    spec = document(engine.config.issuer, request.app.routes)
+    return json_response(as_openapi_30(spec), headers=dict(CACHED))
 
 
+@described(
+    get=Operation(
+        OPERATIONS,
+        "Interactive documentation (Swagger UI)",
+        {
+            "200": html_answer(
+                "The page; its scripts are files of keyturn's own (no CDN, no inline script).",
+                {
+                    "Content-Security-Policy": {
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "pattern": "script-src 'self';.*frame-ancestors 'none'",
+                        },
+                    },
+                    "Referrer-Policy": {"required": True, "schema": {"const": "no-referrer"}},
+                    "X-Content-Type-Options": {
+                        "required": True,
+                        "schema": {"const": NOSNIFF["X-Content-Type-Options"]},
+                    },
+                },
+            )
+        },
+    )
+)
 async def docs_page(_request: Request, _engine: Engine) -> Response:
     return HTMLResponse(
         PAGE,

@@ -4,6 +4,7 @@ that opens the engine once per worker process."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -38,6 +39,7 @@ from keyturn.web import demo as demo_page
 from keyturn.web.cors import AllowedOrigins, FirstPartyCORS, LoadClients
 from keyturn.web.forms import BodyTooLarge
 from keyturn.web.metrics import ObservedRequests, scrape
+from keyturn.web.operation import OPERATIONS, UNAVAILABLE, Operation, described, status_answer
 from keyturn.web.responses import error_response, json_response, plain_error
 from keyturn.web.security_headers import SecurityHeaders
 from keyturn.wiring import open_engine
@@ -48,8 +50,10 @@ Handler = Callable[[Request, Engine], Awaitable[Response]]
 
 
 def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Run `handler` with the engine; turn every failure into an RFC-shaped answer."""
+    """Run `handler` with the engine; turn every failure into an RFC-shaped answer. The
+    wrapper keeps the handler's name and its operations (`web.operation.described`)."""
 
+    @functools.wraps(handler)
     async def run(request: Request) -> Response:
         engine: Engine = request.app.state.engine
         try:
@@ -75,10 +79,18 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
+@described(get=Operation(OPERATIONS, "The process is up", {"200": status_answer("Up.", "ok")}))
 async def healthz(_request: Request, _engine: Engine) -> Response:
     return json_response({"status": "ok"})
 
 
+@described(
+    get=Operation(
+        OPERATIONS,
+        "The database answers",
+        {"200": status_answer("Ready.", "ready"), "503": UNAVAILABLE},
+    )
+)
 async def readyz(_request: Request, engine: Engine) -> Response:
     try:
         await engine.store.ping()

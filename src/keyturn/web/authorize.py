@@ -20,7 +20,12 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from keyturn.core.authorization import AuthorizationRefused, AuthorizationRequest, with_query
+from keyturn.core.authorization import (
+    MAX_STATE_LENGTH,
+    AuthorizationRefused,
+    AuthorizationRequest,
+    with_query,
+)
 from keyturn.core.errors import (
     InvalidClient,
     InvalidRequest,
@@ -28,21 +33,99 @@ from keyturn.core.errors import (
     LoginFailed,
     RateLimited,
 )
+from keyturn.service.client_auth import MAX_CLIENT_ID_LENGTH
 from keyturn.service.engine import Engine
+from keyturn.service.login import MAX_USERNAME_LENGTH
 from keyturn.web.context import request_context
 from keyturn.web.errors import NO_STORE, STATUS
 from keyturn.web.forms import FORM, BodyTooLarge, media_type, parse_params, read_limited
 from keyturn.web.limits import limit_login_address
+from keyturn.web.metadata import CODE_CHALLENGE_METHODS, RESPONSE_TYPES
+from keyturn.web.operation import (
+    BODY_LIMIT,
+    NO_STORE_HEADER,
+    OAUTH,
+    RETRY_AFTER,
+    Operation,
+    Schema,
+    described,
+    form_body,
+    html_answer,
+)
 from keyturn.web.pages import error_page, login_page
 
 CSRF_FIELD = "csrf_token"
+CSRF_COOKIE = "keyturn_csrf"
+SECURE_PREFIX = "__Host-"
 CSRF_MAX_AGE = 3600
 MAX_QUERY = 8 * 1024
 _CSRF_LENGTH = 43
 
 
 def csrf_cookie_name(issuer: str) -> str:
-    return "__Host-keyturn_csrf" if issuer.startswith("https://") else "keyturn_csrf"
+    return SECURE_PREFIX + CSRF_COOKIE if issuer.startswith("https://") else CSRF_COOKIE
+
+
+# The description of this endpoint (`web.openapi`)
+
+PARAMETERS = [
+    ("response_type", True, {"type": "string", "const": RESPONSE_TYPES[0]}),
+    ("client_id", True, {"type": "string", "maxLength": MAX_CLIENT_ID_LENGTH}),
+    ("redirect_uri", False, {"type": "string", "format": "uri"}),
+    ("scope", False, {"type": "string"}),
+    ("state", False, {"type": "string", "maxLength": MAX_STATE_LENGTH}),
+    ("code_challenge", True, {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}),
+    ("code_challenge_method", True, {"type": "string", "const": CODE_CHALLENGE_METHODS[0]}),
+]
+REDIRECTED: Schema = {
+    "description": "An error sent back to the client.",
+    "headers": {
+        "Location": {
+            "required": True,
+            "description": "The client's redirect URI with `error`, `error_description`, "
+            "`state` and `iss` (RFC 6749 §4.1.2.1, RFC 9207).",
+            "schema": {"type": "string"},
+        }
+    },
+}
+USER_PAGES = {
+    "400": html_answer(
+        "An unknown client or an unregistered redirect URI (never redirected), or a "
+        "malformed request or form."
+    ),
+    "413": html_answer(f"The form is larger than {BODY_LIMIT}."),
+    "414": html_answer(f"The query is longer than {MAX_QUERY // 1024} KiB."),
+    "429": html_answer("Too many sign-in attempts.", RETRY_AFTER),
+    "503": html_answer("The database did not answer: sign-in unavailable."),
+}
+SETS_CSRF = {
+    "Set-Cookie": {
+        "required": True,
+        "description": "The CSRF cookie the form's `csrf_token` repeats: "
+        f"`{SECURE_PREFIX}{CSRF_COOKIE}` on an HTTPS issuer, `{CSRF_COOKIE}` on plain HTTP "
+        "(local development), `HttpOnly`, `SameSite=Strict`, an hour.",
+        "schema": {"type": "string", "pattern": f"^({SECURE_PREFIX})?{CSRF_COOKIE}="},
+    }
+}
+CSRF_COOKIES = [
+    {
+        "name": name,
+        "in": "cookie",
+        "required": False,
+        "description": f"The CSRF cookie set by the sign-in page (double submit): {issuers}.",
+        "schema": {"type": "string"},
+    }
+    for name, issuers in (
+        (csrf_cookie_name("https://"), "HTTPS issuers"),
+        (csrf_cookie_name("http://"), "plain-HTTP issuers"),
+    )
+]
+FORM_FIELDS = {
+    **{name: schema for name, _, schema in PARAMETERS},
+    "username": {"type": "string", "maxLength": MAX_USERNAME_LENGTH},
+    "password": {"type": "string", "maxLength": 1024},
+    CSRF_FIELD: {"type": "string", "description": "The value of the page's CSRF cookie."},
+}
 
 
 def origin_of(url: str) -> str:
@@ -50,6 +133,41 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+@described(
+    get=Operation(
+        OAUTH,
+        "Authorization request: the sign-in page (RFC 6749 §4.1.1, RFC 7636)",
+        {
+            "200": html_answer(
+                "The sign-in form; sets the CSRF cookie.", {**NO_STORE_HEADER, **SETS_CSRF}
+            ),
+            "302": REDIRECTED,
+            **USER_PAGES,
+        },
+        parameters=[
+            {"name": name, "in": "query", "required": required, "schema": schema}
+            for name, required, schema in PARAMETERS
+        ],
+    ),
+    post=Operation(
+        OAUTH,
+        "Sign in and get a code (RFC 6749 §4.1.2)",
+        {
+            "302": REDIRECTED,
+            "303": {
+                "description": "Signed in: back to the client with a code.",
+                "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+            },
+            "401": html_answer("Wrong username or password: the form again."),
+            "403": html_answer("The CSRF check failed (missing cookie, another site)."),
+            **USER_PAGES,
+        },
+        description="The sign-in form posted back with the CSRF cookie. Success is a "
+        "303 to the redirect URI with `code`, `state` and `iss`.",
+        parameters=CSRF_COOKIES,
+        body=form_body(FORM_FIELDS),
+    ),
+)
 async def authorize(request: Request, engine: Engine) -> Response:
     try:
         return await _authorize(request, engine)

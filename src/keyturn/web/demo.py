@@ -23,6 +23,7 @@ from keyturn.service.demo import DEMO_CLIENT_ID
 from keyturn.service.engine import Engine
 from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
+from keyturn.web.operation import BROWSER, Operation, described, text_answer
 from keyturn.web.responses import json_response
 
 JAVASCRIPT = "text/javascript; charset=utf-8"
@@ -30,6 +31,14 @@ CSS = "text/css; charset=utf-8"
 
 CLIENT_ASSETS = {"/static/keyturn.js": ("keyturn.js", JAVASCRIPT)}
 """The browser client, served by every keyturn at a stable path."""
+CLIENT_OPERATIONS = {
+    "/static/keyturn.js": Operation(
+        BROWSER,
+        "The browser client (an ES module)",
+        {"200": text_answer("JavaScript.", JAVASCRIPT.partition(";")[0])},
+    )
+}
+"""The files the API description names: the browser client, not the demo's own."""
 DEMO_ASSETS = {
     "/static/demo/demo.js": ("demo/demo.js", JAVASCRIPT),
     "/static/demo/demo.css": ("demo/demo.css", CSS),
@@ -111,16 +120,18 @@ def _asset(name: str) -> bytes:
 def asset_routes(assets: dict[str, tuple[str, str]]) -> list[Route]:
     """Routes serving packaged files (read once) at fixed paths."""
 
-    def serve(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    def serve(path: str, name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(_request: Request) -> Response:
             return Response(
                 _asset(name), media_type=media_type, headers={"Cache-Control": "no-cache"}
             )
 
+        if path in CLIENT_OPERATIONS:
+            described(get=CLIENT_OPERATIONS[path])(handler)
         return handler
 
     return [
-        Route(path, serve(name, media_type), methods=["GET"])
+        Route(path, serve(path, name, media_type), methods=["GET"])
         for path, (name, media_type) in assets.items()
     ]
 

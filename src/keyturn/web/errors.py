@@ -15,8 +15,10 @@ from keyturn.core import errors
 from keyturn.core.dpop_errors import InvalidDpopProof, UseDpopNonce
 from keyturn.service.inspection import InsufficientScope
 
-# RFC 6749 §5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E )
-_NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+DESCRIPTION_CHARACTERS = r"\x20\x21\x23-\x5b\x5d-\x7e"
+"""RFC 6749 §5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E ), as a regular
+expression's character class."""
+_NOT_ALLOWED = re.compile(f"[^{DESCRIPTION_CHARACTERS}]")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -29,12 +29,42 @@ from keyturn.service.results import IssuedTokens
 from keyturn.web.context import request_context
 from keyturn.web.dpop import current_session, proof_key, with_nonce
 from keyturn.web.errors import NO_STORE, CrossSiteRefused
-from keyturn.web.forms import parse_json_object, read_limited, text_field
+from keyturn.web.forms import parse_json_object, read_limited
 from keyturn.web.limits import Admission, admit_client, limit_login_address
+from keyturn.web.oauth_token import DPOP_PARAMETER
+from keyturn.web.operation import (
+    DPOP_ERRORS,
+    DPOP_NONCE,
+    FIRST_PARTY,
+    NO_CONTENT,
+    NO_STORE_HEADER,
+    Operation,
+    Schema,
+    bearer_call,
+    described,
+    error,
+    failures,
+    json_answer,
+    json_body,
+    sid_parameter,
+)
 from keyturn.web.responses import json_response, token_response
+from keyturn.web.schemas import (
+    TOKEN_RESPONSE,
+    Body,
+    ClientFields,
+    LoginFields,
+    LogoutFields,
+    PasswordChange,
+    PasswordChanged,
+    RefreshFields,
+    parse,
+    schema_of,
+)
 
 COOKIE_PREFIX = "__Host-keyturn_rt_"
-CSRF_HEADER = "x-keyturn-csrf"
+CSRF_HEADER = "X-Keyturn-CSRF"
+CSRF_VALUE = "1"
 
 
 def refresh_cookie(client_id: str) -> str:
@@ -57,10 +87,11 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 def _credentials(data: dict[str, Any]) -> ClientCredentials:
-    client_id = text_field(data, "client_id", max_length=128) or ""
-    secret = text_field(data, "client_secret", required=False, max_length=256)
-    method = AuthMethod.POST if secret is not None else AuthMethod.NONE
-    return ClientCredentials(client_id, secret, method)
+    # The client's members alone, first: a fault elsewhere in the body is answered only
+    # once the client has authenticated, as the endpoints always have.
+    client = parse(ClientFields, data)
+    method = AuthMethod.POST if client.client_secret is not None else AuthMethod.NONE
+    return ClientCredentials(client.client_id, client.client_secret, method)
 
 
 async def _client(engine: Engine, data: dict[str, Any]) -> Client:
@@ -111,7 +142,7 @@ def _answer(issued: IssuedTokens, client: Client) -> Response:
 
 def _check_cross_site(request: Request, client: Client) -> None:
     """The CSRF defence for cookie-authenticated requests."""
-    if request.headers.get(CSRF_HEADER) != "1":
+    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
         raise CrossSiteRefused(detail="missing CSRF header")
     if request.headers.get("sec-fetch-site") == "cross-site":
         raise CrossSiteRefused(detail="cross-site fetch")
@@ -120,10 +151,9 @@ def _check_cross_site(request: Request, client: Client) -> None:
         raise CrossSiteRefused(detail="foreign origin")
 
 
-def _presented_refresh_token(request: Request, data: dict[str, Any], client: Client) -> str:
+def _presented_refresh_token(request: Request, in_body: str | None, client: Client) -> str:
     """The refresh token of a refresh or logout: from the cookie (cookie clients, with
     the CSRF checks) or the body (body clients), never both."""
-    in_body = text_field(data, "refresh_token", required=False)
     in_cookie = request.cookies.get(refresh_cookie(client.id))
     if in_body is not None and in_cookie:
         raise InvalidRequest("Send the refresh token once: cookie or body, not both.")
@@ -142,6 +172,105 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+# The description of these endpoints (`web.openapi`)
+
+REFRESH_COOKIE = f"{COOKIE_PREFIX}{{client_id}}"
+_COOKIE_PATTERN = f"{COOKIE_PREFIX}[A-Za-z0-9_.~%-]+"  # the percent-encoded id
+COOKIE_PARAMETERS = [
+    {
+        "name": CSRF_HEADER,
+        "in": "header",
+        "required": False,
+        "description": f"Must be `{CSRF_VALUE}` on every request of a cookie-delivery client "
+        "(a cross-site form cannot send it); anything else is refused with 403. Such a "
+        f"client's refresh token travels in its own cookie, `{REFRESH_COOKIE}` (the id "
+        "percent-encoded; set by keyturn: `Secure`, `HttpOnly`, `SameSite=Strict`, "
+        "`Path=/`). A body-delivery client sends `refresh_token` in the body instead; "
+        "sending both is `invalid_request`.",
+        "schema": {"type": "string", "const": CSRF_VALUE},
+    },
+]
+SETS_REFRESH_COOKIE = {
+    "Set-Cookie": {
+        "description": "Cookie-delivery clients only: the new refresh token in "
+        f"`{REFRESH_COOKIE}`, max-age the session's idle deadline; it is not in the body.",
+        "schema": {"type": "string", "pattern": f"^{_COOKIE_PATTERN}="},
+    }
+}
+CLEARS_REFRESH_COOKIE = {
+    "Set-Cookie": {
+        "description": f"The calling client's `{REFRESH_COOKIE}` emptied with `Max-Age=0`.",
+        "schema": {"type": "string", "pattern": f'^{_COOKIE_PATTERN}=""; '},
+    }
+}
+CROSS_SITE = json_answer("Cross-site request refused (CSRF).", error("invalid_request"))
+CLIENT_REFUSED = json_answer(
+    "Client authentication failed.", error("invalid_client"), NO_STORE_HEADER
+)
+SESSION: Schema = {
+    "type": "object",
+    "required": ["sid", "client_id", "device", "created_at", "last_used_at", "current"],
+    "properties": {
+        "sid": {"type": "string"},
+        "client_id": {"type": "string"},
+        "device": {
+            "type": "object",
+            "properties": {
+                "name": {"type": ["string", "null"]},
+                "user_agent": {"type": ["string", "null"]},
+                "ip": {"type": ["string", "null"]},
+            },
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_used_at": {"type": "string", "format": "date-time"},
+        "current": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _token_call(summary: str, body: type[Body], unauthorized: Schema) -> Operation:
+    """Login and refresh: the tokens, the refresh token in the body or the cookie."""
+    return Operation(
+        FIRST_PARTY,
+        summary,
+        {
+            "200": json_answer(
+                "The tokens; for a cookie-delivery client the refresh token is only in "
+                f"the `{REFRESH_COOKIE}` cookie.",
+                TOKEN_RESPONSE,
+                {**NO_STORE_HEADER, **SETS_REFRESH_COOKIE, **DPOP_NONCE},
+            ),
+            "401": unauthorized,
+            "403": CROSS_SITE,
+            **failures(
+                "invalid_request",
+                "invalid_grant",
+                "invalid_scope",
+                "unauthorized_client",
+                *DPOP_ERRORS,
+            ),
+        },
+        parameters=[*COOKIE_PARAMETERS, DPOP_PARAMETER],
+        body=json_body(schema_of(body, ClientFields)),
+    )
+
+
+# The endpoints
+
+
+@described(
+    post=_token_call(
+        "Log in with a username and password",
+        LoginFields,
+        json_answer(
+            "`invalid_grant`: wrong username or password, or a disabled user (one "
+            "answer for all); `invalid_client`: client authentication failed.",
+            error("invalid_grant", "invalid_client"),
+            NO_STORE_HEADER,
+        ),
+    )
+)
 async def login(request: Request, engine: Engine) -> Response:
     await limit_login_address(engine, request)
     data = await _json(request)
@@ -152,10 +281,7 @@ async def login(request: Request, engine: Engine) -> Response:
     client = await _admitted_client(admission, engine, data)
     if client.delivery is Delivery.COOKIE:
         _check_cross_site(request, client)
-    username = text_field(data, "username", max_length=256) or ""
-    password = text_field(data, "password", max_length=4096) or ""
-    device_name = text_field(data, "device_name", required=False, max_length=100)
-    scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
+    body = parse(LoginFields, data)
     # This client's own cookie only: another app's cookie on this host may hold another
     # user's session, which this login must not end.
     previous = (
@@ -163,13 +289,13 @@ async def login(request: Request, engine: Engine) -> Response:
         if client.delivery is Delivery.COOKIE
         else None
     )
-    previous = previous or text_field(data, "previous_refresh_token", required=False)
+    previous = previous or body.previous_refresh_token
     issued = await engine.login.login(
-        username,
-        password,
+        body.username,
+        body.password,
         client,
-        scope=scope,
-        device_name=device_name,
+        scope=parse_scope(body.scope),
+        device_name=body.device_name,
         previous_refresh_token=previous,
         context=request_context(request),
         key_thumbprint=key,
@@ -177,24 +303,50 @@ async def login(request: Request, engine: Engine) -> Response:
     return with_nonce(_answer(issued, client), engine, key)
 
 
+@described(
+    post=_token_call(
+        f"Rotate the refresh token (body, or the cookie with {CSRF_HEADER})",
+        RefreshFields,
+        CLIENT_REFUSED,
+    )
+)
 async def refresh(request: Request, engine: Engine) -> Response:
     data = await _json(request)
     admission = await admit_client(engine, request, _credentials(data))
     # Checked before the refresh token is read: a nonce challenge consumes nothing.
     key = await proof_key(request, engine)
     client = await _admitted_client(admission, engine, data)
-    token = _presented_refresh_token(request, data, client)
-    scope = parse_scope(text_field(data, "scope", required=False, max_length=1024))
+    body = parse(RefreshFields, data)
+    token = _presented_refresh_token(request, body.refresh_token, client)
+    scope = parse_scope(body.scope)
     issued = await engine.refresher.refresh(token, client, scope, request_context(request), key)
     return with_nonce(_answer(issued, client), engine, key)
 
 
+@described(
+    post=Operation(
+        FIRST_PARTY,
+        "End this session; clears the cookie",
+        {
+            "204": {
+                "description": "Ended, or nothing left to end (a dead or foreign "
+                "token, or no cookie).",
+                "headers": {**NO_STORE_HEADER, **CLEARS_REFRESH_COOKIE},
+            },
+            "401": CLIENT_REFUSED,
+            "403": json_answer("Cross-site request refused.", error("invalid_request")),
+            **failures("invalid_request"),
+        },
+        parameters=COOKIE_PARAMETERS,
+        body=json_body(schema_of(LogoutFields, ClientFields)),
+    )
+)
 async def logout(request: Request, engine: Engine) -> Response:
     data = await _json(request)
     admission = await admit_client(engine, request, _credentials(data))
     client = await _admitted_client(admission, engine, data)
     try:
-        token = _presented_refresh_token(request, data, client)
+        token = _presented_refresh_token(request, parse(LogoutFields, data).refresh_token, client)
     except InvalidRequest as missing:
         if isinstance(missing, CrossSiteRefused) or client.delivery is Delivery.BODY:
             raise
@@ -210,6 +362,20 @@ async def logout(request: Request, engine: Engine) -> Response:
     return response
 
 
+@described(
+    post=bearer_call(
+        "End every session of this user",
+        {
+            "204": {
+                "description": "Every session ended; the refresh cookie cleared.",
+                "headers": {
+                    **NO_STORE_HEADER,
+                    "Set-Cookie": {**CLEARS_REFRESH_COOKIE["Set-Cookie"], "required": True},
+                },
+            }
+        },
+    )
+)
 async def logout_all(request: Request, engine: Engine) -> Response:
     session = await current_session(request, engine)
     await engine.sessions.end_all(session.user_id, context=request_context(request))
@@ -220,6 +386,12 @@ async def logout_all(request: Request, engine: Engine) -> Response:
     return response
 
 
+@described(
+    get=bearer_call(
+        "This user's live sessions",
+        {"200": json_answer("The sessions.", {"type": "array", "items": SESSION}, NO_STORE_HEADER)},
+    )
+)
 async def list_sessions(request: Request, engine: Engine) -> Response:
     current = await current_session(request, engine)
     found = await engine.sessions.list_for(current.user_id)
@@ -243,6 +415,14 @@ async def list_sessions(request: Request, engine: Engine) -> Response:
     )
 
 
+@described(
+    delete=bearer_call(
+        "End one of this user's sessions",
+        NO_CONTENT,
+        parameters=[sid_parameter()],
+        **{"404": json_answer("No such session of this user.", error("not_found"))},
+    )
+)
 async def end_session(request: Request, engine: Engine) -> Response:
     current = await current_session(request, engine)
     sid = request.path_params["sid"]
@@ -257,15 +437,32 @@ async def end_session(request: Request, engine: Engine) -> Response:
     return Response(status_code=204, headers=dict(NO_STORE))
 
 
+@described(
+    post=bearer_call(
+        "Change the password: this session stays, every other one ends",
+        {"200": json_answer("Changed.", schema_of(PasswordChanged), NO_STORE_HEADER)},
+        json_body(schema_of(PasswordChange)),
+        unauthorized=json_answer(
+            "`invalid_token` (with `WWW-Authenticate`) for the bearer token, "
+            "`invalid_grant` for a wrong current password.",
+            error("invalid_token", "invalid_grant"),
+            {**NO_STORE_HEADER, "WWW-Authenticate": {"schema": {"type": "string"}}},
+        ),
+    )
+)
 async def change_password(request: Request, engine: Engine) -> Response:
     # A password guess like a login's: the same per-address limit (the per-account
     # lockout is `Sessions.change_password`'s).
     await limit_login_address(engine, request)
     current = await current_session(request, engine)
     data = await _json(request)
-    old = text_field(data, "current_password", max_length=4096) or ""
-    new = text_field(data, "new_password", max_length=4096) or ""
+    body = parse(PasswordChange, data)
     ended = await engine.sessions.change_password(
-        current.user_id, old, new, keep=current.id, context=request_context(request)
+        current.user_id,
+        body.current_password,
+        body.new_password,
+        keep=current.id,
+        context=request_context(request),
     )
-    return json_response({"sessions_ended": len(ended)}, headers=dict(NO_STORE))
+    changed: PasswordChanged = {"sessions_ended": len(ended)}
+    return json_response(changed, headers=dict(NO_STORE))

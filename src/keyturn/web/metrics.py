@@ -27,7 +27,33 @@ from keyturn.observability.logs import AccessLog, RequestFields, bind_request, u
 from keyturn.observability.metrics import UNMATCHED_ROUTE, Metrics, method_label
 from keyturn.service.engine import Engine
 from keyturn.web.errors import NO_STORE
+from keyturn.web.operation import (
+    BEARER,
+    NO_STORE_HEADER,
+    OPERATIONS,
+    Operation,
+    described,
+    error,
+    json_answer,
+    text_answer,
+)
 from keyturn.web.responses import plain_error
+
+SCRAPE = Operation(
+    OPERATIONS,
+    "Prometheus metrics",
+    {
+        "200": text_answer("The text exposition format.", "text/plain"),
+        "401": json_answer(
+            "The metrics token is missing or wrong, or none is configured (one answer for all).",
+            error("invalid_token"),
+            {**NO_STORE_HEADER, **BEARER},
+        ),
+    },
+    description="Closed by default: only for `Authorization: Bearer` with "
+    "`KEYTURN_METRICS_TOKEN`, or for anyone if `KEYTURN_METRICS_PUBLIC` is set. Unset, "
+    "every scrape is refused.",
+)
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -123,6 +149,7 @@ def scrape(
     secret = token.get_secret_value() if token is not None else secrets.token_urlsafe(32)
     expected = _digest(secret.encode())
 
+    @described(get=SCRAPE)
     async def handler(request: Request, _engine: Engine) -> Response:
         if not public and not _bearer_matches(request, expected):
             # One answer for every refusal: no header, a wrong scheme, a wrong token, or

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from keyturn.core.errors import KeyturnError
 from keyturn.service.results import IssuedTokens
 from keyturn.web.errors import NO_STORE, error_body, to_response
+from keyturn.web.schemas import TokenResponse
 
 _JSON_NO_STORE: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"application/json"),
@@ -38,8 +39,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def token_response(issued: IssuedTokens, *, include_refresh_token: bool = True) -> Response:
-    """RFC 6749 §5.1: the tokens, never cached."""
-    body: dict[str, Any] = {
+    """RFC 6749 §5.1: the tokens, never cached; the API description's schema is
+    `TokenResponse`'s."""
+    body: TokenResponse = {
         "access_token": issued.access_token,
         "token_type": issued.token_type,
         "expires_in": issued.expires_in,

@@ -17,11 +17,62 @@ from keyturn.service.revocation_feed import MAX_PAGE
 from keyturn.web.client_auth import presented_credentials
 from keyturn.web.errors import NO_STORE
 from keyturn.web.limits import Work, admit_client
+from keyturn.web.operation import (
+    CLIENT_401,
+    NO_STORE_HEADER,
+    RESOURCE_SERVERS,
+    Operation,
+    described,
+    failures,
+    json_answer,
+)
 from keyturn.web.responses import json_response
 
 _PARAMETERS = frozenset({"since", "limit"})
+PAGE = {
+    "type": "object",
+    "required": ["revocations", "cursor", "more"],
+    "properties": {
+        "revocations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sid", "revoked_at", "forget_after"],
+                "properties": {
+                    "sid": {"type": "string"},
+                    "revoked_at": {"type": "integer"},
+                    "forget_after": {"type": "integer"},
+                },
+            },
+        },
+        "cursor": {"type": "string"},
+        "more": {"type": "boolean"},
+    },
+}
 
 
+@described(
+    get=Operation(
+        RESOURCE_SERVERS,
+        "The revocation feed: sessions ended since a cursor",
+        {
+            "200": json_answer(
+                "Revoked sessions in order, and where to continue.", PAGE, NO_STORE_HEADER
+            ),
+            **failures("invalid_request", unauthorized=CLIENT_401),
+        },
+        parameters=[
+            {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+            },
+        ],
+        security=[{"clientBasic": []}],
+    )
+)
 async def revocations(request: Request, engine: Engine) -> Response:
     header = request.headers.get("authorization")
     if header is None:

@@ -20,11 +20,106 @@ from keyturn.service.engine import Engine
 from keyturn.service.timeline import MAX_CURSOR, MAX_PAGE, EventEntry, EventsPage
 from keyturn.web.dpop import current_session
 from keyturn.web.errors import NO_STORE
+from keyturn.web.operation import (
+    NO_STORE_HEADER,
+    Schema,
+    bearer_call,
+    described,
+    error,
+    json_answer,
+    sid_parameter,
+)
 from keyturn.web.responses import json_response
 
 DEFAULT_LIMIT = 50
 MAX_SESSION_ID = 64
 _NUMBER = re.compile(r"[0-9]{1,19}")
+
+SESSION_EVENTS: Schema = {
+    "type": "object",
+    "required": [
+        "sid",
+        "client_id",
+        "created_at",
+        "live",
+        "ended_at",
+        "ended_reason",
+        "events",
+        "next_cursor",
+    ],
+    "properties": {
+        "sid": {"type": "string"},
+        "client_id": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "live": {"type": "boolean"},
+        "ended_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When the session ended (or its deadline passed); null while live.",
+        },
+        "ended_reason": {
+            "type": ["string", "null"],
+            "description": "Why it ended: `logout`, `logout_all`, `reuse_outside_window`, "
+            "`reuse_key_mismatch`, `replay_budget_exceeded`, `password_changed`, "
+            "`idle_expired`, `absolute_expired`, `admin_revoked`, ... (the closed set of "
+            "docs/observability.md); null while live.",
+        },
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "at",
+                    "kind",
+                    "reason",
+                    "generation",
+                    "ip",
+                    "user_agent",
+                    "device_name",
+                ],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "kind": {
+                        "type": "string",
+                        "description": "`login_succeeded`, `session_created`, "
+                        "`refresh_replayed`, `reuse_detected`, `session_revoked`, ...",
+                    },
+                    "reason": {"type": ["string", "null"]},
+                    "generation": {
+                        "type": ["integer", "null"],
+                        "description": "The refresh token generation the event names: the "
+                        "one presented, for a replay or a refusal.",
+                    },
+                    "ip": {"type": ["string", "null"]},
+                    "user_agent": {"type": ["string", "null"]},
+                    "device_name": {"type": ["string", "null"]},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last page.",
+        },
+    },
+    "additionalProperties": False,
+}
+PARAMETERS = [
+    sid_parameter(),
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_LIMIT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "The `next_cursor` of the previous page.",
+        "schema": {"type": "string"},
+    },
+]
 
 
 def _one(request: Request, name: str) -> str | None:
@@ -76,6 +171,28 @@ def _body(page: EventsPage) -> dict[str, Any]:
     }
 
 
+@described(
+    get=bearer_call(
+        "The events of one of this user's sessions, oldest first",
+        {
+            "200": json_answer(
+                "A page of the session's events (logins, replays, refusals, its "
+                "end; routine rotations are not events), and whether and why it "
+                "ended. Ended sessions too: ask with another session's token.",
+                SESSION_EVENTS,
+                NO_STORE_HEADER,
+            )
+        },
+        parameters=PARAMETERS,
+        **{
+            "404": json_answer(
+                "No such session of this user: another user's session, an "
+                "unknown id and a malformed one answer alike.",
+                error("not_found"),
+            )
+        },
+    )
+)
 async def session_events(request: Request, engine: Engine) -> Response:
     # Authenticated exactly as GET /auth/sessions: a Bearer token, or a DPoP-bound one
     # with a proof of its key (RFC 9449 §7.1).
