@@ -26,11 +26,11 @@ import pytest
 
 from keyturn.service.client_auth import AuthMethod, ClientCredentials
 from keyturn.service.engine import Engine
-from keyturn.storage import postgres
+from keyturn.storage import postgres_sql, sql
 from support.engine import PASSWORD, engine_with, seed
 
 # The chores that read whole tables plan with sequential scans on (`_scanning`).
-_CHORES = {postgres._PURGE.strip(), postgres._ALL_SESSIONS.strip()}
+_CHORES = {postgres_sql.PURGE.strip(), sql.ALL_SESSIONS.strip()}
 # Which index on `sessions` a statement may reach rows by, beside its primary key: only
 # one its own WHERE clause names.
 _SECONDARY = {
@@ -64,7 +64,7 @@ async def _workload(engine: Engine, secret: str) -> None:
 async def _plans(engine: Engine) -> dict[str, str]:
     """The generic plan of every statement the store's connection prepared."""
     # The very connection the store planned on: prepared statements are per session.
-    pool = engine.store._store._pool  # type: ignore[attr-defined]
+    pool = engine.store._store._store._pool  # type: ignore[attr-defined] # observed, guarded
     async with pool.acquire() as conn:
         prepared = await conn.fetch(
             "SELECT name, statement, parameter_types::text[] AS types "
@@ -140,7 +140,7 @@ async def test_a_lookup_by_key_never_runs_parallel_or_jit(
     engine = await engine_with(postgres_url, schema=pg_schema, db_pool_size=1)
     try:
         await seed(engine)
-        pool = engine.store._store._pool  # type: ignore[attr-defined]
+        pool = engine.store._store._store._pool  # type: ignore[attr-defined] # observed, guarded
         async with pool.acquire() as conn:
             await conn.execute(
                 "SET jit_above_cost = 0; SET parallel_setup_cost = 0; "
@@ -151,7 +151,7 @@ async def test_a_lookup_by_key_never_runs_parallel_or_jit(
         async with pool.acquire() as conn:
             name = await conn.fetchval(
                 "SELECT name FROM pg_prepared_statements WHERE statement = $1",
-                postgres._SESSIONS_OF_USER,
+                sql.SESSIONS_OF_USER,
             )
             lines = await conn.fetch(f"EXPLAIN (ANALYZE) EXECUTE \"{name}\"('x', false)")
         plan = "\n".join(r[0] for r in lines)

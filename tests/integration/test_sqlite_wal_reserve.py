@@ -23,7 +23,8 @@ from bench.faults.services import SmallDisk, can_mount
 from keyturn.core.audit import EventType, SecurityEvent
 from keyturn.core.errors import StoreUnavailable
 from keyturn.storage import upgrade
-from keyturn.storage.sqlite import _WAL_RESERVE, open_sqlite
+from keyturn.storage.sqlite import open_sqlite
+from keyturn.storage.sqlite_connections import WAL_RESERVE as _WAL_RESERVE
 from support.availability import missing
 
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
