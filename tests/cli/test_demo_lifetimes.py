@@ -20,6 +20,7 @@ def test_h17_demo_on_a_server_with_shorter_access_tokens_starts(tmp_path: Path) 
     with server_process(env, args=["--demo"], host_name="localhost") as (base, proc):
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert proc.stdout is not None
+        proc.terminate()  # so its stdout ends, and is read before server_process closes it
+        banner = proc.stdout.read()
     # The banner names the lifetime the demo client got: the server's, not 30 s.
-    banner = proc.stdout.read() if proc.stdout else ""
     assert "access tokens of 20 s" in banner, banner

@@ -103,6 +103,10 @@ class LossyProxy:
             for task in pending:
                 task.cancel()
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
 
     def _lost(self) -> None:
         self.dropped += 1
