@@ -7,15 +7,12 @@ import asyncio
 import json
 
 import pytest
-import test_cli_commands
-from test_cli_commands import FULL_REFRESH_TOKEN, Cli
 
 from keyturn.core.errors import InvalidGrant
 from keyturn.core.models import Device
 from keyturn.service.context import RequestContext
 from keyturn.wiring import open_engine
-
-cli = test_cli_commands.cli  # the fixture: a migrated database on SQLite and PostgreSQL
+from support.cli import FULL_REFRESH_TOKEN, Cli, cli_fixture  # noqa: F401 - `cli`
 
 PASSPHRASE = "a fine long passphrase"
 PHONE = RequestContext(device=Device(user_agent="Phone/1.0", ip="198.51.100.7"))

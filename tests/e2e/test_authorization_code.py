@@ -13,11 +13,11 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import jwt
 import pytest
-from test_oauth_token_endpoint import assert_error
 
 from conftest import APP_REDIRECT, LOOPBACK_REDIRECT, Server
 from support.authorize import Pkce, new_pkce, query_of, read_form, sign_in, submit
 from support.engine import PASSWORD
+from support.token_endpoint import assert_error
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_oauth_token_endpoint import assert_error
 
 from conftest import ORIGIN, SECRET, Server, _seed
 from keyturn.settings import Settings
@@ -36,6 +35,7 @@ from keyturn.wiring import open_engine
 from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD
 from support.server import running_server
+from support.token_endpoint import assert_error
 
 LOCKOUT_SECONDS = 6
 COOKIE = "__Host-keyturn_rt_spa"

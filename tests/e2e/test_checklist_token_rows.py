@@ -36,8 +36,6 @@ import pytest
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey
-from test_oauth_revoke_introspect import introspect, revoke
-from test_oauth_token_endpoint import FORM, assert_error, post, refresh
 
 from conftest import SECRET, Server, _seed
 from keyturn.core.audit import EventType, RecordedEvent, SecurityEvent
@@ -55,6 +53,7 @@ from support.databases import create_pg_schema, drop_pg_schema
 from support.engine import PASSWORD, FakeClock
 from support.server import running_server
 from support.tcp_proxy import free_port
+from support.token_endpoint import FORM, assert_error, introspect, post, refresh, revoke
 
 # Installed as `sitecustomize` in the server process only: every connection the SQLite
 # store opens writes each statement it runs as one line to KEYTURN_TEST_SQL_TRACE.

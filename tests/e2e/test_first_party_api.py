@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from test_oauth_token_endpoint import assert_error
 
 from conftest import ORIGIN, Server
 from support.engine import PASSWORD
+from support.token_endpoint import assert_error
 
 COOKIE = "__Host-keyturn_rt_spa"  # the cookie client's own refresh cookie
 CSRF = {"X-Keyturn-CSRF": "1", "Origin": ORIGIN}

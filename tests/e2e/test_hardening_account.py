@@ -25,7 +25,6 @@ import httpx
 import jwt
 import pytest
 from test_authorization_code import exchange, get_code
-from test_oauth_token_endpoint import assert_error
 
 from conftest import ORIGIN, Server
 from keyturn.core.ids import ClientId
@@ -37,6 +36,7 @@ from keyturn.wiring import open_engine
 from support.authorize import new_pkce
 from support.engine import PASSWORD
 from support.store_values import a_client, a_session, a_user
+from support.token_endpoint import assert_error
 
 CODE = GrantType.AUTHORIZATION_CODE
 ORIGIN2 = "https://app2.test"

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from test_authorization_code import authorize_url, exchange, introspect, refresh
-from test_oauth_token_endpoint import assert_error
 
 from conftest import Server, start_server
 from keyturn.core.audit import EventType
@@ -25,6 +24,7 @@ from keyturn.settings import Settings
 from keyturn.wiring import open_engine
 from support.authorize import new_pkce, query_of, sign_in
 from support.engine import PASSWORD
+from support.token_endpoint import assert_error
 
 CODE_TTL = 5
 """Seconds a code lives on this module's servers: long enough for a sign-in and an

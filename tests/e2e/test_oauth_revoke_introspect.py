@@ -3,30 +3,11 @@ the RV and IN rows of the checklist."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from test_oauth_token_endpoint import assert_error, refresh
 
 from conftest import Server
-
-
-def revoke(server: Server, data: dict[str, str], **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.base}/oauth/revoke", data=data, timeout=30, **kwargs)
-
-
-def introspect(server: Server, token: str, client_id: str = "rs") -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base}/oauth/introspect",
-        data={"token": token},
-        auth=(client_id, server.secrets[client_id]),
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    assert response.headers["cache-control"] == "no-store"
-    body: dict[str, Any] = response.json()
-    return body
+from support.token_endpoint import assert_error, introspect, refresh, revoke
 
 
 def test_rv01_revoking_a_refresh_token_ends_the_session_and_its_access_tokens(

@@ -5,41 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import re
-from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
 import pytest
 
 from conftest import Server
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-ALLOWED_DESCRIPTION = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
-
-
-def post(server: Server, data: Any = None, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.base}/oauth/token", data=data, timeout=30, **kwargs)
-
-
-def refresh(server: Server, token: str, client_id: str = "native", **extra: str) -> httpx.Response:
-    return post(
-        server,
-        {"grant_type": "refresh_token", "refresh_token": token, "client_id": client_id, **extra},
-    )
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """E(status, code) of the checklist: JSON, no-store, RFC 6749 §5.2 characters."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.headers["cache-control"] == "no-store"
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code
-    assert ALLOWED_DESCRIPTION.match(body.get("error_description", ""))
-    assert "Traceback" not in response.text
-    assert "kt_rt_" not in response.text
-    return body
+from support.token_endpoint import FORM, assert_error, post, refresh
 
 
 def test_te01_get_is_405_with_allow_post(server: Server) -> None:

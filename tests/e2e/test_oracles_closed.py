@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_oauth_token_endpoint import refresh
 
 from conftest import Server, start_server
+from support.token_endpoint import refresh
 
 METRICS_TOKEN = "oracle-metrics-token-0123456789"
 INACTIVE = {"active": False}

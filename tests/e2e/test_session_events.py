@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from test_oauth_token_endpoint import assert_error
 
 from conftest import Server
 from support import dpop_proofs
 from support.engine import PASSWORD
+from support.token_endpoint import assert_error
 
 PHONE = "Phone/1.0 (e2e)"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
