@@ -11,11 +11,11 @@ method, and the code flow with PKCE (S256) as its only way to a token.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyturn.core import json_object
 from keyturn.core.authorization import redirect_uri_problem
 from keyturn.core.errors import InvalidClient
 from keyturn.core.models import GrantType
@@ -84,7 +84,7 @@ def parse_document(url: str, body: bytes, content_type: str | None) -> ClientMet
     ):
         raise InvalidClient(detail="the client metadata document is not JSON")
     try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        document = json_object.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidClient(detail="the client metadata document is not valid JSON") from None
     if not isinstance(document, dict):
@@ -141,12 +141,3 @@ def cache_seconds(max_age: int) -> int:
     within keyturn's bounds (the draft lets a server bound it). An error or an invalid
     document is never kept (the draft: MUST NOT cache them)."""
     return min(max(max_age, MIN_CACHE_SECONDS), MAX_CACHE_SECONDS)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError("duplicate member")
-        found[key] = value
-    return found

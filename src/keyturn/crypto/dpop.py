@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
+from keyturn.core import json_object
 from keyturn.core.dpop import (
     ProofReplayCache,
     VerifiedProof,
@@ -272,18 +273,11 @@ def _json_object(raw: bytes, part: str) -> dict[str, Any]:
     """`raw` as a JSON object whose member names are unique (RFC 7515 §5.2 lets a JWS
     with duplicates be refused: two parsers may read different values)."""
     try:
-        value = json.loads(raw, object_pairs_hook=_unique)
+        value = json_object.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidDpopProof(detail=f"{part} is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidDpopProof(detail=f"{part} is not a JSON object")
-    return value
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        raise ValueError("duplicate member name")
     return value
 
 

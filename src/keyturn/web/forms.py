@@ -7,13 +7,13 @@ that are not UTF-8, NUL characters, over-deep or duplicate-key JSON.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from keyturn.core import json_object
 from keyturn.core.errors import InvalidRequest
 from keyturn.core.storable import storable
 
@@ -134,21 +134,12 @@ def parse_json_object(content_type: str | None, body: bytes) -> dict[str, Any]:
     if kind != JSON:
         raise InvalidRequest("The body must be application/json.")
     try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        value = json_object.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest("The body is not a valid JSON object.") from None
     if not isinstance(value, dict):
         raise InvalidRequest("The body must be a JSON object.")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate key")
-        result[key] = value
-    return result
 
 
 def text_field(
