@@ -187,12 +187,7 @@ class Checks:
 
     def __init__(self, server: Server, *, refetch_interval: float = 3600) -> None:
         self.server = server
-        self.kit = Verifier(
-            server.base,
-            audience=server.base,
-            refetch_interval=refetch_interval,
-            http=httpx.Client(timeout=5),
-        )
+        self.kit = Verifier(server.base, audience=server.base, refetch_interval=refetch_interval)
 
     def introspected(self, token: str) -> bool:
         answer = httpx.post(

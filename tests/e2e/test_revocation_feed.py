@@ -180,12 +180,8 @@ def test_sl08_a_verifier_following_the_feed_refuses_an_ended_sessions_token(
         server.base, "rs", server.secrets["rs"], interval=POLL_INTERVAL, overlap=5
     )
     calls: list[str] = []
-    verifier = Verifier(
-        server.base,
-        audience=server.base,
-        revoked=follower.revoked,
-        http=httpx.Client(event_hooks={"request": [lambda r: calls.append(str(r.url))]}),
-    )
+    http = httpx.Client(event_hooks={"request": [lambda r: calls.append(str(r.url))]})
+    verifier = Verifier(server.base, audience=server.base, revoked=follower.revoked, http=http)
     follower.start()
     try:
         tokens = login(server)
@@ -234,6 +230,7 @@ def test_sl08_a_verifier_following_the_feed_refuses_an_ended_sessions_token(
         verifier.verify(login(server)["access_token"])
     finally:
         follower.stop()
+        http.close()
     assert follower.polls >= 2
 
 

@@ -142,20 +142,20 @@ def test_a_kid_that_stays_unknown_is_refused_and_fetched_at_most_once_per_interv
     def count(request: httpx.Request) -> None:
         fetches.append(str(request.url))
 
-    http = httpx.Client(event_hooks={"request": [count]})
-    patient = Verifier(server.base, audience=server.base, refetch_interval=3600, http=http)
-    patient.verify(server.tokens()[1])
-    before = len(fetches)
-    for n in range(20):
+    with httpx.Client(event_hooks={"request": [count]}) as http:
+        patient = Verifier(server.base, audience=server.base, refetch_interval=3600, http=http)
+        patient.verify(server.tokens()[1])
+        before = len(fetches)
+        for n in range(20):
+            with pytest.raises(TokenRejected):
+                patient.verify(signed(server, {"kid": f"unknown-{n}"}))
+        assert len(fetches) == before, "unknown kids must not make the verifier hammer the issuer"
+        eager = Verifier(server.base, audience=server.base, refetch_interval=0, http=http)
+        eager.verify(server.tokens()[1])
+        before = len(fetches)
         with pytest.raises(TokenRejected):
-            patient.verify(signed(server, {"kid": f"unknown-{n}"}))
-    assert len(fetches) == before, "unknown kids must not make the verifier hammer the issuer"
-    eager = Verifier(server.base, audience=server.base, refetch_interval=0, http=http)
-    eager.verify(server.tokens()[1])
-    before = len(fetches)
-    with pytest.raises(TokenRejected):
-        eager.verify(signed(server, {"kid": "unknown"}))
-    assert len(fetches) == before + 1, "an unknown kid is looked up once"
+            eager.verify(signed(server, {"kid": "unknown"}))
+        assert len(fetches) == before + 1, "an unknown kid is looked up once"
 
 
 @pytest.mark.parametrize(

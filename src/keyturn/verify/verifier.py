@@ -134,7 +134,7 @@ class Verifier:
         self._refetch_interval = refetch_interval
         self._jwks_uri = jwks_uri
         self._revoked = revoked
-        self._http = http or httpx.Client(timeout=timeout)
+        self._http = http  # None: a client of its own for each fetch, closed after it
         self._async_http = async_http
         self._timeout = timeout
         self._clock = clock
@@ -271,12 +271,18 @@ class Verifier:
         )
 
     def _fetch_sync(self) -> None:
+        # Keys are fetched rarely (cached, refetched at most every refetch_interval): a
+        # client of its own per fetch leaves no connection open between them.
+        http = self._http or httpx.Client(timeout=self._timeout)
         try:
             if self._jwks_uri is None:
-                self._jwks_uri = self._discovered(self._http.get(self._metadata_url()))
-            self._accept(self._http.get(self._jwks_uri))
+                self._jwks_uri = self._discovered(http.get(self._metadata_url()))
+            self._accept(http.get(self._jwks_uri))
         except (httpx.HTTPError, ValueError) as error:
             self._failed(error)
+        finally:
+            if self._http is None:
+                http.close()
 
     async def _fetch_async(self) -> None:
         http = self._async_http or httpx.AsyncClient(timeout=self._timeout)
