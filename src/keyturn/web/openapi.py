@@ -182,9 +182,7 @@ def reference_markdown() -> str:
         "# HTTP API reference",
         "",
         "Generated from the OpenAPI description (`src/keyturn/web/openapi.py`; served at",
-        "`/openapi.json`, browsable at `/docs`). Regenerate with",
-        '`./dev python -c "from keyturn.web.openapi import reference_markdown as r; '
-        "open('docs/api.md','w').write(r())\"`.",
+        "`/openapi.json`, browsable at `/docs`). Regenerate with `./dev docs`.",
         'Every error body is `{"error": CODE, "error_description": TEXT}` (RFC 6749 §5.2),',
         "with `Cache-Control: no-store`.",
         "",
