@@ -380,18 +380,31 @@ class SlowLink:
         return self
 
     def __exit__(self, *_: object) -> None:
+        # The listening socket and every relayed connection are closed before the loop
+        # stops, and the loop itself after: nothing is left for the collector.
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _listen(self) -> None:
+        self._writers: set[asyncio.StreamWriter] = set()
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
 
+    async def _close(self) -> None:
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.sleep(0)  # let the transports finish closing
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._forward(reader, up_writer, 0.0),
             self._forward(up_reader, writer, self.delay),
